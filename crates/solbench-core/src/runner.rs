@@ -1,0 +1,320 @@
+//! The runner: for each case, prepare → first run → verify → warm up → timed samples →
+//! verify again → statistics → verdict → append to the result file. A case that is
+//! unsupported, fails, panics or produces a wrong result is recorded with its reason
+//! and the sweep goes on.
+
+use crate::backend::{Check, Device, PrepareError, Workload};
+use crate::case::Case;
+use crate::env::now_rfc3339;
+use crate::result::{CaseRecord, CaseStatus, EndRecord, Measurement, Record, ResultWriter};
+use crate::stats::Stats;
+use crate::verdict::{Judge, Verdict, VerdictKind};
+use crate::work::{case_work, Headline};
+use serde::{Deserialize, Serialize};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// How long and how often to measure each case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// Untimed warm-up time per case (at least one iteration).
+    pub warmup_ms: u64,
+    /// Keep sampling until this much timed work is done...
+    pub min_time_ms: u64,
+    /// ...and at least this many samples are taken.
+    pub min_samples: u32,
+    /// Stop after this many samples even if `min_time_ms` is not reached.
+    pub max_samples: u32,
+    /// Each sample batches enough back-to-back iterations to last about this long, so
+    /// launch overhead and timer resolution stay out of the number.
+    pub target_sample_ms: f64,
+    /// Give up sampling a case after this long (wall clock), keeping the samples taken.
+    pub max_case_ms: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings { warmup_ms: 50, min_time_ms: 200, min_samples: 10, max_samples: 2000, target_sample_ms: 2.0, max_case_ms: 5_000 }
+    }
+}
+
+impl RunSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_samples < 3 {
+            return Err(format!("min_samples must be at least 3 to report a spread, got {}", self.min_samples));
+        }
+        if self.max_samples < self.min_samples {
+            return Err(format!("max_samples ({}) must be at least min_samples ({})", self.max_samples, self.min_samples));
+        }
+        if !(self.target_sample_ms > 0.0 && self.target_sample_ms.is_finite()) {
+            return Err(format!("target_sample_ms must be a positive number, got {}", self.target_sample_ms));
+        }
+        if self.max_case_ms == 0 {
+            return Err("max_case_ms must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Receives progress as the run goes (the CLI prints it on stderr).
+pub trait Progress {
+    fn case_started(&mut self, index: usize, total: usize, case: &Case);
+    fn case_finished(&mut self, index: usize, total: usize, record: &CaseRecord);
+}
+
+/// Progress that prints nothing (tests, benchmarks).
+pub struct Silent;
+
+impl Progress for Silent {
+    fn case_started(&mut self, _: usize, _: usize, _: &Case) {}
+    fn case_finished(&mut self, _: usize, _: usize, _: &CaseRecord) {}
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Runs `f`, turning a panic inside a backend into an error, so one bad case cannot end
+/// the sweep.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(format!("internal error while {what}: {}", panic_message(p))),
+    }
+}
+
+/// Outcome of measuring one case, before it becomes a record.
+struct Outcome {
+    status: CaseStatus,
+    measurement: Option<Measurement>,
+    checks: Vec<Check>,
+    telemetry: Option<crate::backend::TelemetrySummary>,
+    notes: crate::backend::Notes,
+    work: Option<crate::work::Work>,
+    verdict: Verdict,
+}
+
+fn failed(status: CaseStatus, kind: VerdictKind, reason: String) -> Outcome {
+    Outcome {
+        status,
+        measurement: None,
+        checks: Vec::new(),
+        telemetry: None,
+        notes: Default::default(),
+        work: None,
+        verdict: Verdict::simple(kind, reason),
+    }
+}
+
+fn check_failed(check: &Check, when: &str) -> String {
+    format!(
+        "{when}: {} of {} compared values differ from the oracle beyond {} (max abs error {:.3e}, max rel error {:.3e}){}",
+        check.mismatches,
+        check.compared,
+        check.tolerance,
+        check.max_abs_err,
+        check.max_rel_err,
+        check.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+    )
+}
+
+fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Judge) -> Outcome {
+    let mut workload: Box<dyn Workload + '_> = match catch_unwind(AssertUnwindSafe(|| device.prepare(case))) {
+        Ok(Ok(w)) => w,
+        Ok(Err(PrepareError::Unsupported(why))) => return failed(CaseStatus::Skipped, VerdictKind::Skipped, why),
+        Ok(Err(PrepareError::Failed(why))) => return failed(CaseStatus::Failed, VerdictKind::Error, format!("preparing the case failed: {why}")),
+        Err(p) => return failed(CaseStatus::Failed, VerdictKind::Error, format!("internal error while preparing: {}", panic_message(p))),
+    };
+    let mut out = failed(CaseStatus::Failed, VerdictKind::Error, String::new());
+    out.work = Some(workload.work());
+    out.notes = workload.notes();
+    let (work, headline) = {
+        let (_, headline) = case_work(case);
+        (workload.work(), headline)
+    };
+
+    // First run, then verify: a wrong kernel is never timed.
+    let first = guarded("running", || workload.run(1).map_err(|e| e.0));
+    let first = match first {
+        Ok(d) => d,
+        Err(e) => {
+            out.verdict = Verdict::simple(VerdictKind::Error, format!("the first run failed: {e}"));
+            return out;
+        }
+    };
+    match guarded("verifying", || workload.verify().map_err(|e| e.0)) {
+        Ok(check) if check.passed => out.checks.push(check),
+        Ok(check) => {
+            out.status = CaseStatus::Wrong;
+            out.verdict = Verdict::simple(VerdictKind::Wrong, check_failed(&check, "before timing"));
+            out.checks.push(check);
+            return out;
+        }
+        Err(e) => {
+            out.verdict = Verdict::simple(VerdictKind::Error, format!("verification failed to run: {e}"));
+            return out;
+        }
+    }
+
+    // Warm up, and learn how long one iteration takes.
+    let warm_start = Instant::now();
+    let mut per_iter = first.as_secs_f64().max(1e-9);
+    while warm_start.elapsed() < Duration::from_millis(settings.warmup_ms) {
+        match guarded("warming up", || workload.run(1).map_err(|e| e.0)) {
+            Ok(d) => per_iter = per_iter.min(d.as_secs_f64().max(1e-9)),
+            Err(e) => {
+                out.verdict = Verdict::simple(VerdictKind::Error, format!("a warm-up run failed: {e}"));
+                return out;
+            }
+        }
+    }
+    let iters = ((settings.target_sample_ms / 1e3) / per_iter).ceil().clamp(1.0, 1e7) as u32;
+
+    // Timed samples.
+    let telemetry = device.start_telemetry();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut timed = 0.0;
+    let mut error = None;
+    loop {
+        match guarded("running", || workload.run(iters).map_err(|e| e.0)) {
+            Ok(d) => {
+                timed += d.as_secs_f64();
+                samples.push(d.as_secs_f64() / iters as f64);
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        let n = samples.len() as u32;
+        let enough = n >= settings.min_samples && timed * 1e3 >= settings.min_time_ms as f64;
+        let too_long = started.elapsed() > Duration::from_millis(settings.max_case_ms) && n >= 3;
+        if enough || n >= settings.max_samples || too_long {
+            break;
+        }
+    }
+    out.telemetry = telemetry.map(|t| t.finish());
+    if let Some(e) = error {
+        out.verdict = Verdict::simple(VerdictKind::Error, format!("a timed run failed after {} samples: {e}", samples.len()));
+        return out;
+    }
+
+    // Verify again: the timed iterations must have left a correct result too.
+    match guarded("verifying", || workload.verify().map_err(|e| e.0)) {
+        Ok(check) if check.passed => out.checks.push(check),
+        Ok(check) => {
+            out.status = CaseStatus::Wrong;
+            out.verdict = Verdict::simple(VerdictKind::Wrong, check_failed(&check, "after timing"));
+            out.checks.push(check);
+            return out;
+        }
+        Err(e) => {
+            out.verdict = Verdict::simple(VerdictKind::Error, format!("verification after timing failed to run: {e}"));
+            return out;
+        }
+    }
+
+    let Some(stats) = Stats::from_samples(&samples, iters) else {
+        out.verdict = Verdict::simple(VerdictKind::Error, "the device returned no usable timings".to_string());
+        return out;
+    };
+    let value = work.headline_value(headline, stats.median_s);
+    let measurement = Measurement {
+        headline,
+        value,
+        best: work.headline_value(headline, stats.min_s),
+        unit: headline.unit().into(),
+        stats,
+        gb_per_s: work.bytes / stats.median_s / 1e9,
+        tflop_per_s: work.flops / stats.median_s / 1e12,
+        algbw: (headline == Headline::BusBandwidth).then(|| work.bytes / stats.median_s / 1e9),
+    };
+    let throttled = out.telemetry.as_ref().is_some_and(|t| t.throttled);
+    out.verdict = judge.judge(case, &work, headline, value, throttled);
+    out.notes = workload.notes();
+    out.status = CaseStatus::Measured;
+    out.measurement = Some(measurement);
+    out
+}
+
+/// Counts of outcomes, for the end record and the exit code.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub records: Vec<CaseRecord>,
+}
+
+impl Tally {
+    pub fn count(&self, kind: VerdictKind) -> usize {
+        self.records.iter().filter(|r| r.verdict.kind == kind).count()
+    }
+
+    pub fn any_failure(&self) -> bool {
+        self.records.iter().any(|r| r.verdict.kind.is_failure())
+    }
+
+    pub fn end_record(&self, run_id: &str) -> EndRecord {
+        EndRecord {
+            run_id: run_id.to_string(),
+            finished_at: now_rfc3339(),
+            cases: self.records.len(),
+            measured: self.records.iter().filter(|r| r.status == CaseStatus::Measured).count(),
+            passed: self.count(VerdictKind::Pass),
+            warned: self.count(VerdictKind::Warn),
+            failed: self.count(VerdictKind::Fail),
+            wrong: self.count(VerdictKind::Wrong),
+            skipped: self.count(VerdictKind::Skipped),
+            errors: self.count(VerdictKind::Error),
+            no_spec: self.count(VerdictKind::NoSpec),
+            inconclusive: self.count(VerdictKind::Inconclusive),
+        }
+    }
+}
+
+/// Measures `cases` on `device`, appending each record to `writer` as it finishes.
+/// Returns an error only when the result file cannot be written (nothing measured
+/// afterwards could be kept).
+pub fn run_cases(
+    device: &dyn Device,
+    device_index: usize,
+    cases: &[Case],
+    settings: &RunSettings,
+    judge: &Judge,
+    run_id: &str,
+    writer: &mut ResultWriter,
+    progress: &mut dyn Progress,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let total = cases.len();
+    for (i, case) in cases.iter().enumerate() {
+        progress.case_started(i, total, case);
+        let started_at = now_rfc3339();
+        let o = measure(device, case, settings, judge);
+        let record = CaseRecord {
+            run_id: run_id.to_string(),
+            index: tally.records.len(),
+            device: device_index,
+            case: case.clone(),
+            status: o.status,
+            started_at,
+            finished_at: now_rfc3339(),
+            work: o.work,
+            measurement: o.measurement,
+            checks: o.checks,
+            telemetry: o.telemetry,
+            notes: o.notes,
+            verdict: o.verdict,
+        };
+        writer.append(&Record::Case(Box::new(record.clone())))?;
+        progress.case_finished(i, total, &record);
+        tally.records.push(record);
+    }
+    Ok(())
+}

@@ -1,0 +1,615 @@
+//! Suites: what to run. Built-in profiles (`quick`, `standard`, `full`) and user suite
+//! files share one TOML format and one validator, so `solbench run --suite my.toml`
+//! accepts exactly what the profiles are written in (see profiles/*.toml).
+
+use crate::backend::DeviceInfo;
+use crate::case::*;
+use crate::presets::attention_preset;
+use crate::runner::RunSettings;
+use crate::size::{format_size, geometric_sweep, parse_size};
+use serde::Deserialize;
+
+pub const PROFILES: [(&str, &str); 3] = [
+    ("quick", include_str!("../profiles/quick.toml")),
+    ("standard", include_str!("../profiles/standard.toml")),
+    ("full", include_str!("../profiles/full.toml")),
+];
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsOverride {
+    pub warmup_ms: Option<u64>,
+    pub min_time_ms: Option<u64>,
+    pub min_samples: Option<u32>,
+    pub max_samples: Option<u32>,
+    pub target_sample_ms: Option<f64>,
+    pub max_case_ms: Option<u64>,
+}
+
+impl SettingsOverride {
+    pub fn apply(&self, s: &mut RunSettings) {
+        if let Some(v) = self.warmup_ms {
+            s.warmup_ms = v;
+        }
+        if let Some(v) = self.min_time_ms {
+            s.min_time_ms = v;
+        }
+        if let Some(v) = self.min_samples {
+            s.min_samples = v;
+        }
+        if let Some(v) = self.max_samples {
+            s.max_samples = v;
+        }
+        if let Some(v) = self.target_sample_ms {
+            s.target_sample_ms = v;
+        }
+        if let Some(v) = self.max_case_ms {
+            s.max_case_ms = v;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeSweep {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "two")]
+    pub factor: f64,
+}
+
+fn two() -> f64 {
+    2.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySweep {
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Explicit working-set sizes.
+    #[serde(default)]
+    pub sizes: Option<Vec<String>>,
+    /// A geometric sweep of working-set sizes; `to = "auto"` means well past the last cache.
+    #[serde(default)]
+    pub sweep: Option<SizeSweep>,
+    /// One size inside each cache level and one in main memory.
+    #[serde(default)]
+    pub levels: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquareSweep {
+    pub from: u64,
+    pub to: u64,
+    #[serde(default = "two")]
+    pub factor: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmSweep {
+    pub dtypes: Vec<String>,
+    #[serde(default)]
+    pub shapes: Option<Vec<String>>,
+    #[serde(default)]
+    pub square: Option<SquareSweep>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl OneOrMany {
+    fn values(&self) -> Vec<u64> {
+        match self {
+            OneOrMany::One(v) => vec![*v],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionSweep {
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    pub phase: String,
+    #[serde(default)]
+    pub causal: Option<bool>,
+    #[serde(default)]
+    pub batch: Option<OneOrMany>,
+    #[serde(default)]
+    pub q_len: Option<OneOrMany>,
+    #[serde(default)]
+    pub kv_len: Option<OneOrMany>,
+    #[serde(default)]
+    pub q_heads: Option<u64>,
+    #[serde(default)]
+    pub kv_heads: Option<u64>,
+    #[serde(default)]
+    pub head_dim: Option<u64>,
+    #[serde(default)]
+    pub head_dim_qk: Option<u64>,
+    #[serde(default)]
+    pub head_dim_v: Option<u64>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub kv_dtype: Option<String>,
+    /// Paged KV cache with this page size; contiguous when absent.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectiveSweep {
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
+    #[serde(default)]
+    pub min_bytes: Option<String>,
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+    #[serde(default)]
+    pub step_factor: Option<f64>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub reduce: Option<String>,
+    #[serde(default)]
+    pub in_place: Option<bool>,
+    /// Ranks in the communicator; defaults to every device of the backend.
+    #[serde(default)]
+    pub ranks: Option<u32>,
+}
+
+/// A suite as written in TOML.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub settings: SettingsOverride,
+    #[serde(default)]
+    pub memory: Vec<MemorySweep>,
+    #[serde(default)]
+    pub gemm: Vec<GemmSweep>,
+    #[serde(default)]
+    pub attention: Vec<AttentionSweep>,
+    #[serde(default)]
+    pub collective: Vec<CollectiveSweep>,
+}
+
+/// Cases planned for one device, with notes about adjustments made (sizes capped).
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub cases: Vec<Case>,
+    pub notes: Vec<String>,
+}
+
+/// What the planner needs to know about where the cases will run.
+#[derive(Clone, Debug)]
+pub struct PlanTarget<'a> {
+    pub device: &'a DeviceInfo,
+    /// Bytes the largest memory case may use (a fraction of free memory).
+    pub memory_budget: u64,
+    /// Devices available for collectives.
+    pub device_count: u32,
+}
+
+impl Suite {
+    /// Parses and fully validates a suite file; the error names the file and field.
+    pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
+        let suite: Suite = toml::from_str(text).map_err(|e| format!("suite file {file}: {}", one_line(&e.to_string())))?;
+        suite.validate().map_err(|e| format!("suite file {file}: {e}"))?;
+        Ok(suite)
+    }
+
+    pub fn profile(name: &str) -> Result<Suite, String> {
+        let (_, text) = PROFILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| format!("'{name}' is not a profile: choose from quick, standard, full"))?;
+        Suite::parse(&format!("profile {name}"), text)
+    }
+
+    /// Checks every field can be turned into cases, independent of the device.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut s = RunSettings::default();
+        self.settings.apply(&mut s);
+        s.validate().map_err(|e| format!("settings: {e}"))?;
+        if self.memory.is_empty() && self.gemm.is_empty() && self.attention.is_empty() && self.collective.is_empty() {
+            return Err("the suite has no [[memory]], [[gemm]], [[attention]] or [[collective]] entries, so there is nothing to run".into());
+        }
+        for (i, m) in self.memory.iter().enumerate() {
+            let at = format!("memory[{i}]");
+            memory_ops(m).map_err(|e| format!("{at}.ops: {e}"))?;
+            memory_dtype(m).map_err(|e| format!("{at}.dtype: {e}"))?;
+            let ways = m.sizes.is_some() as u8 + m.sweep.is_some() as u8 + (m.levels == Some(true)) as u8;
+            if ways != 1 {
+                return Err(format!("{at}: give exactly one of sizes, sweep or levels = true"));
+            }
+            if let Some(sizes) = &m.sizes {
+                for (j, s) in sizes.iter().enumerate() {
+                    parse_size(s).map_err(|e| format!("{at}.sizes[{j}]: {e}"))?;
+                }
+            }
+            if let Some(sw) = &m.sweep {
+                let from = parse_size(&sw.from).map_err(|e| format!("{at}.sweep.from: {e}"))?;
+                if sw.to != "auto" {
+                    let to = parse_size(&sw.to).map_err(|e| format!("{at}.sweep.to: {e}"))?;
+                    if to < from {
+                        return Err(format!("{at}.sweep: to ({}) is smaller than from ({})", sw.to, sw.from));
+                    }
+                }
+                if !(sw.factor > 1.0 && sw.factor <= 16.0) {
+                    return Err(format!("{at}.sweep.factor: must be greater than 1 and at most 16, got {}", sw.factor));
+                }
+            }
+        }
+        for (i, g) in self.gemm.iter().enumerate() {
+            let at = format!("gemm[{i}]");
+            if g.dtypes.is_empty() {
+                return Err(format!("{at}.dtypes: list at least one data type"));
+            }
+            for (j, d) in g.dtypes.iter().enumerate() {
+                Dtype::parse(d).map_err(|e| format!("{at}.dtypes[{j}]: {e}"))?;
+            }
+            if g.shapes.is_none() && g.square.is_none() {
+                return Err(format!("{at}: give shapes = [\"MxNxK\", ...] or square = {{ from, to }}"));
+            }
+            for (j, s) in g.shapes.iter().flatten().enumerate() {
+                GemmCase::parse_shape(s).map_err(|e| format!("{at}.shapes[{j}]: {e}"))?;
+            }
+            if let Some(sq) = &g.square {
+                if sq.from == 0 || sq.to < sq.from || !(sq.factor > 1.0) {
+                    return Err(format!("{at}.square: needs 1 <= from <= to and factor > 1"));
+                }
+            }
+        }
+        for (i, a) in self.attention.iter().enumerate() {
+            attention_cases(a).map_err(|e| format!("attention[{i}]{e}"))?;
+        }
+        for (i, c) in self.collective.iter().enumerate() {
+            collective_cases(c, 8).map_err(|e| format!("collective[{i}]{e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> RunSettings {
+        let mut s = RunSettings::default();
+        self.settings.apply(&mut s);
+        s
+    }
+
+    /// Turns the suite into cases for one device.
+    pub fn plan(&self, target: &PlanTarget) -> Result<Plan, String> {
+        let mut plan = Plan::default();
+        for m in &self.memory {
+            let ops = memory_ops(m)?;
+            let dtype = memory_dtype(m)?;
+            let mut sizes = memory_sizes(m, target.device)?;
+            let before = sizes.len();
+            if let Some(max) = sizes.iter().copied().max() {
+                if max > target.memory_budget {
+                    sizes.retain(|s| *s <= target.memory_budget);
+                    plan.notes.push(format!(
+                        "memory sizes above {} were dropped ({} of {}): they exceed the memory this device can spare",
+                        format_size(target.memory_budget),
+                        before - sizes.len(),
+                        before
+                    ));
+                }
+            }
+            for &op in &ops {
+                for &ws in &sizes {
+                    plan.cases.push(Case::Memory(MemoryCase { op, working_set: ws, dtype }));
+                }
+            }
+        }
+        for g in &self.gemm {
+            let mut shapes = Vec::new();
+            for s in g.shapes.iter().flatten() {
+                shapes.push(GemmCase::parse_shape(s)?);
+            }
+            if let Some(sq) = &g.square {
+                for d in geometric_sweep(sq.from, sq.to, sq.factor) {
+                    shapes.push((d, d, d));
+                }
+            }
+            for d in &g.dtypes {
+                let dtype = Dtype::parse(d)?;
+                for &(m, n, k) in &shapes {
+                    plan.cases.push(Case::Gemm(GemmCase::new(m, n, k, dtype)));
+                }
+            }
+        }
+        for a in &self.attention {
+            plan.cases.extend(attention_cases(a).map_err(|e| format!("attention{e}"))?);
+        }
+        for c in &self.collective {
+            plan.cases.extend(collective_cases(c, target.device_count.max(1)).map_err(|e| format!("collective{e}"))?);
+        }
+        Ok(plan)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    // toml's errors span several lines (a snippet with a caret); keep them readable on one.
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+}
+
+fn memory_ops(m: &MemorySweep) -> Result<Vec<MemoryOp>, String> {
+    match &m.ops {
+        None => Ok(MemoryOp::ALL.to_vec()),
+        Some(ops) if ops.is_empty() => Err("list at least one of read, write, copy, triad".into()),
+        Some(ops) => ops.iter().map(|o| MemoryOp::parse(o)).collect(),
+    }
+}
+
+fn memory_dtype(m: &MemorySweep) -> Result<Dtype, String> {
+    let d = Dtype::parse(m.dtype.as_deref().unwrap_or("f64"))?;
+    if !matches!(d, Dtype::F64 | Dtype::F32) {
+        return Err(format!("memory kernels run on f64 or f32 elements, not {d}"));
+    }
+    Ok(d)
+}
+
+fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String> {
+    let levels = &device.memory_levels;
+    let last_cache = levels.iter().rev().nth(1).map(|l| l.bytes).unwrap_or(32 << 20);
+    // Main memory measured well past the last cache (8x), and never below 256 MiB.
+    let main = (last_cache * 8).max(256 << 20);
+    if let Some(sizes) = &m.sizes {
+        return sizes.iter().map(|s| parse_size(s)).collect();
+    }
+    if let Some(sw) = &m.sweep {
+        let from = parse_size(&sw.from)?;
+        let to = if sw.to == "auto" { main } else { parse_size(&sw.to)? };
+        return Ok(geometric_sweep(from, to, sw.factor));
+    }
+    // levels = true: half of each cache level's capacity, then main memory.
+    let mut out: Vec<u64> = levels.iter().take(levels.len().saturating_sub(1)).map(|l| (l.bytes / 2).max(4096)).collect();
+    out.push(main);
+    out.dedup();
+    Ok(out)
+}
+
+fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
+    let phase = AttentionPhase::parse(&a.phase).map_err(|e| format!(".phase: {e}"))?;
+    let preset = a.preset.as_deref().map(attention_preset).transpose().map_err(|e| format!(".preset: {e}"))?;
+    let variant = match (&a.variant, preset) {
+        (Some(v), _) => AttentionVariant::parse(v).map_err(|e| format!(".variant: {e}"))?,
+        (None, Some(p)) if phase == AttentionPhase::Prefill && p.prefill.is_some() => AttentionVariant::Mha,
+        (None, Some(p)) => p.variant,
+        (None, None) => return Err(": give variant (mha, gqa, mla) or a model preset".into()),
+    };
+    let (mut q_heads, mut kv_heads, mut dqk, mut dv) = match preset {
+        Some(p) => match (phase, p.prefill) {
+            (AttentionPhase::Prefill, Some(pre)) => (Some(pre.0), Some(pre.1), Some(pre.2), Some(pre.3)),
+            _ => (Some(p.q_heads), Some(p.kv_heads), Some(p.head_dim_qk), Some(p.head_dim_v)),
+        },
+        None => (None, None, None, None),
+    };
+    q_heads = a.q_heads.or(q_heads);
+    kv_heads = a.kv_heads.or(kv_heads).or(match variant {
+        AttentionVariant::Mha => q_heads,
+        AttentionVariant::Mla => Some(1),
+        AttentionVariant::Gqa => None,
+    });
+    dqk = a.head_dim_qk.or(a.head_dim).or(dqk).or((variant == AttentionVariant::Mla).then_some(576));
+    dv = a.head_dim_v.or(a.head_dim).or(dv).or(match variant {
+        AttentionVariant::Mla => Some(512),
+        _ => dqk,
+    });
+    let need = |v: Option<u64>, name: &str| v.ok_or_else(|| format!(".{name}: missing (give it, or a preset)"));
+    let (q_heads, kv_heads, dqk, dv) = (need(q_heads, "q_heads")?, need(kv_heads, "kv_heads")?, need(dqk, "head_dim")?, need(dv, "head_dim_v")?);
+    let dtype = Dtype::parse(a.dtype.as_deref().unwrap_or("bf16")).map_err(|e| format!(".dtype: {e}"))?;
+    if !matches!(dtype, Dtype::Bf16 | Dtype::F16 | Dtype::F32) {
+        return Err(format!(".dtype: attention runs in bf16, f16 or f32, not {dtype}"));
+    }
+    let kv_dtype = a.kv_dtype.as_deref().map(Dtype::parse).transpose().map_err(|e| format!(".kv_dtype: {e}"))?;
+    let kv_layout = match a.page_size {
+        Some(p) => KvLayout::Paged { page_size: p },
+        None => KvLayout::Contiguous,
+    };
+    let batches = a.batch.as_ref().map(|b| b.values()).unwrap_or(vec![1]);
+    let kv_lens = a.kv_len.as_ref().map(|b| b.values()).ok_or(".kv_len: missing")?;
+    let q_lens = match phase {
+        AttentionPhase::Decode => {
+            if a.q_len.as_ref().is_some_and(|q| q.values() != vec![1]) {
+                return Err(".q_len: decode has q_len 1; leave it out".into());
+            }
+            vec![1]
+        }
+        AttentionPhase::Prefill => a.q_len.as_ref().map(|q| q.values()).unwrap_or_default(),
+    };
+    let causal = a.causal.unwrap_or(phase == AttentionPhase::Prefill);
+    let mut out = Vec::new();
+    for &batch in &batches {
+        for &kv_len in &kv_lens {
+            // Prefill without q_len: self-attention over the whole prompt (q_len = kv_len).
+            let qs = if q_lens.is_empty() { vec![kv_len] } else { q_lens.clone() };
+            for &q_len in &qs {
+                let case = AttentionCase {
+                    variant,
+                    phase,
+                    causal: causal && phase == AttentionPhase::Prefill,
+                    batch,
+                    q_len,
+                    kv_len,
+                    q_heads,
+                    kv_heads,
+                    head_dim_qk: dqk,
+                    head_dim_v: dv,
+                    dtype,
+                    kv_dtype,
+                    kv_layout,
+                    model: preset.map(|p| p.name.to_string()),
+                };
+                case.validate().map_err(|e| format!(": {e}"))?;
+                out.push(Case::Attention(case));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn collective_cases(c: &CollectiveSweep, ranks_default: u32) -> Result<Vec<Case>, String> {
+    let ops: Vec<CollectiveOp> = match &c.ops {
+        None => vec![CollectiveOp::AllReduce],
+        Some(ops) => ops.iter().map(|o| CollectiveOp::parse(o)).collect::<Result<_, _>>().map_err(|e| format!(".ops: {e}"))?,
+    };
+    let min = parse_size(c.min_bytes.as_deref().unwrap_or("32K")).map_err(|e| format!(".min_bytes: {e}"))?;
+    let max = parse_size(c.max_bytes.as_deref().unwrap_or("16G")).map_err(|e| format!(".max_bytes: {e}"))?;
+    if max < min {
+        return Err(format!(".max_bytes: {} is smaller than min_bytes {}", format_size(max), format_size(min)));
+    }
+    let factor = c.step_factor.unwrap_or(2.0);
+    if !(factor > 1.0) {
+        return Err(format!(".step_factor: must be greater than 1, got {factor}"));
+    }
+    let dtype = Dtype::parse(c.dtype.as_deref().unwrap_or("f32")).map_err(|e| format!(".dtype: {e}"))?;
+    let reduce = match c.reduce.as_deref().unwrap_or("sum") {
+        "sum" => ReduceOp::Sum,
+        "prod" => ReduceOp::Prod,
+        "max" => ReduceOp::Max,
+        "min" => ReduceOp::Min,
+        "avg" => ReduceOp::Avg,
+        other => return Err(format!(".reduce: '{other}' is not a reduction: choose from sum, prod, max, min, avg")),
+    };
+    let ranks = c.ranks.unwrap_or(ranks_default);
+    if ranks == 0 {
+        return Err(".ranks: must be at least 1".into());
+    }
+    let mut out = Vec::new();
+    for op in ops {
+        for bytes in geometric_sweep(min, max, factor) {
+            out.push(Case::Collective(CollectiveCase {
+                op,
+                bytes,
+                dtype,
+                reduce: op.reduces().then_some(reduce),
+                ranks,
+                in_place: c.in_place.unwrap_or(false),
+                root: 0,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryLevel;
+
+    fn cpu() -> DeviceInfo {
+        DeviceInfo {
+            backend: "host".into(),
+            name: "test cpu".into(),
+            memory_levels: vec![
+                MemoryLevel { name: "L1d".into(), bytes: 96 << 10, detail: String::new() },
+                MemoryLevel { name: "L2".into(), bytes: 4 << 20, detail: String::new() },
+                MemoryLevel { name: "L3".into(), bytes: 32 << 20, detail: String::new() },
+                MemoryLevel { name: "DRAM".into(), bytes: 64 << 30, detail: String::new() },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_profile_parses_and_plans() {
+        let dev = cpu();
+        for (name, _) in PROFILES {
+            let suite = Suite::profile(name).unwrap();
+            let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 8 << 30, device_count: 1 }).unwrap();
+            assert!(!plan.cases.is_empty(), "{name}");
+            for f in [Family::Memory, Family::Gemm, Family::Attention] {
+                assert!(plan.cases.iter().any(|c| c.family() == f), "{name} has no {f} case");
+            }
+        }
+    }
+
+    #[test]
+    fn levels_put_one_size_in_each_cache_and_one_past_them() {
+        let m = MemorySweep { ops: None, dtype: None, sizes: None, sweep: None, levels: Some(true) };
+        let sizes = memory_sizes(&m, &cpu()).unwrap();
+        assert_eq!(sizes, vec![48 << 10, 2 << 20, 16 << 20, 256 << 20]);
+        let dev = cpu();
+        for (s, want) in sizes.iter().zip(["L1d", "L2", "L3", "DRAM"]) {
+            assert_eq!(dev.level_for(*s).unwrap().name, want);
+        }
+    }
+
+    #[test]
+    fn oversized_memory_cases_are_dropped_with_a_note() {
+        let suite = Suite::parse("t.toml", "[[memory]]\nops = [\"copy\"]\nsizes = [\"1M\", \"64G\"]\n").unwrap();
+        let dev = cpu();
+        let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 1 << 30, device_count: 1 }).unwrap();
+        assert_eq!(plan.cases.len(), 1);
+        assert!(plan.notes[0].contains("dropped"), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn suite_errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("[[memory]]\nsizes = [\"1M\", \"4Q\"]\n", "memory[0].sizes[1]: '4Q' is not a size"),
+            ("[[memory]]\nops = [\"triadd\"]\nlevels = true\n", "memory[0].ops: 'triadd' is not a memory operation"),
+            ("[[memory]]\nlevels = true\nsizes = [\"1M\"]\n", "memory[0]: give exactly one of"),
+            ("[[memory]]\nsizs = [\"1M\"]\n", "unknown field `sizs`"),
+            ("[[gemm]]\ndtypes = [\"bf17\"]\nshapes = [\"64x64x64\"]\n", "gemm[0].dtypes[0]: 'bf17' is not a data type"),
+            ("[[gemm]]\ndtypes = [\"bf16\"]\nshapes = [\"64x64\"]\n", "gemm[0].shapes[0]"),
+            ("[[attention]]\nvariant = \"gqa\"\nphase = \"prefill\"\nq_heads = 32\nkv_heads = 5\nhead_dim = 128\nkv_len = 512\n", "attention[0]: attention q_heads (32) must be a multiple of kv_heads (5)"),
+            ("[[attention]]\npreset = \"llama-9\"\nphase = \"decode\"\nkv_len = 512\n", "attention[0].preset: 'llama-9' is not a model preset"),
+            ("[[collective]]\nops = [\"allgatherv\"]\n", "collective[0].ops"),
+            ("[settings]\nmin_samples = 1\n[[memory]]\nlevels = true\n", "settings: min_samples must be at least 3"),
+            ("name = \"empty\"\n", "nothing to run"),
+            ("[[memory]\n", "suite file t.toml"),
+        ];
+        for (text, want) in cases {
+            let err = Suite::parse("t.toml", text).unwrap_err();
+            assert!(err.contains(want), "for {text:?}\n got: {err}\nwant: {want}");
+            assert!(err.starts_with("suite file t.toml"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn presets_fill_attention_shapes() {
+        let suite = Suite::parse(
+            "t.toml",
+            "[[attention]]\npreset = \"deepseek-v3\"\nphase = \"decode\"\nbatch = [1, 4]\nkv_len = [1024]\npage_size = 64\n\n[[attention]]\npreset = \"deepseek-v3\"\nphase = \"prefill\"\nkv_len = 512\n",
+        )
+        .unwrap();
+        let dev = cpu();
+        let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 1 << 30, device_count: 1 }).unwrap();
+        assert_eq!(plan.cases.len(), 3);
+        let Case::Attention(a) = &plan.cases[0] else { panic!() };
+        assert_eq!((a.variant, a.q_heads, a.kv_heads, a.head_dim_qk, a.head_dim_v), (AttentionVariant::Mla, 128, 1, 576, 512));
+        assert_eq!(a.kv_layout, KvLayout::Paged { page_size: 64 });
+        let Case::Attention(p) = &plan.cases[2] else { panic!() };
+        assert_eq!((p.variant, p.q_heads, p.kv_heads, p.head_dim_qk, p.head_dim_v, p.q_len, p.causal), (AttentionVariant::Mha, 128, 128, 192, 128, 512, true));
+    }
+
+    #[test]
+    fn collective_sweeps_follow_nccl_tests_defaults() {
+        let c = CollectiveSweep { ops: None, min_bytes: None, max_bytes: None, step_factor: None, dtype: None, reduce: None, in_place: None, ranks: None };
+        let cases = collective_cases(&c, 8).unwrap();
+        assert_eq!(cases.len(), 20); // 32K .. 16G by 2
+        let Case::Collective(first) = &cases[0] else { panic!() };
+        assert_eq!((first.bytes, first.ranks, first.reduce), (32 << 10, 8, Some(ReduceOp::Sum)));
+    }
+}
