@@ -175,11 +175,10 @@ impl Spec {
 
     /// Dense compute peak in TFLOP/s for a spec key (`bf16`, `fp8`, `fp32`, ...).
     pub fn compute_peak(&self, key: &str) -> Option<Peak> {
-        let field = format!("{key}_tflops");
-        let v = self.compute.get(&field).or_else(|| {
-            // AMD lists FP32 matrix separately; GEMM in FP32 runs there when it exists.
-            (key == "fp32").then(|| self.compute.get("fp32_matrix_tflops")).flatten()
-        })?;
+        // AMD lists an FP32 matrix (MFMA) peak apart from the vector one; an FP32 GEMM
+        // runs on the matrix units there, so that peak wins when a spec has it.
+        let matrix = (key == "fp32").then(|| self.compute.get("fp32_matrix_tflops")).flatten();
+        let v = matrix.or_else(|| self.compute.get(&format!("{key}_tflops")))?;
         Some(Peak {
             value: v.value,
             unit: "TFLOP/s".into(),
