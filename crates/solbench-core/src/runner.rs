@@ -318,3 +318,174 @@ pub fn run_cases(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{DeviceInfo, Notes, RunError};
+    use crate::case::{Dtype, GemmCase};
+    use crate::spec::SpecDb;
+    use crate::verdict::Acceptance;
+    use crate::work::{gemm_work, Work};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Behaviours a fake workload can have, keyed by the GEMM's M dimension.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Good,
+        WrongAlways,
+        WrongAfterTiming,
+        Panics,
+        FailsToRun,
+    }
+
+    struct FakeWorkload {
+        case: GemmCase,
+        mode: Mode,
+        runs: Rc<Cell<u32>>,
+        verifies: u32,
+    }
+
+    impl Workload for FakeWorkload {
+        fn work(&self) -> Work {
+            gemm_work(&self.case)
+        }
+        fn run(&mut self, iters: u32) -> Result<Duration, RunError> {
+            self.runs.set(self.runs.get() + 1);
+            match self.mode {
+                Mode::Panics => panic!("kernel exploded"),
+                Mode::FailsToRun => Err(RunError("launch failed: too many resources requested".into())),
+                // 1 ms per iteration plus a little noise so statistics are non-trivial.
+                _ => Ok(Duration::from_micros(1000 * iters as u64 + (self.runs.get() % 3) as u64)),
+            }
+        }
+        fn verify(&mut self) -> Result<Check, RunError> {
+            self.verifies += 1;
+            let passed = match self.mode {
+                Mode::WrongAlways => false,
+                Mode::WrongAfterTiming => self.verifies == 1,
+                _ => true,
+            };
+            Ok(Check {
+                passed,
+                compared: 10,
+                mismatches: if passed { 0 } else { 3 },
+                max_abs_err: 0.0,
+                max_rel_err: 0.0,
+                tolerance: "exact".into(),
+                method: "fake".into(),
+                detail: None,
+            })
+        }
+        fn notes(&self) -> Notes {
+            Notes::new()
+        }
+    }
+
+    struct FakeDevice {
+        info: DeviceInfo,
+        runs: Rc<Cell<u32>>,
+    }
+
+    impl Device for FakeDevice {
+        fn info(&self) -> &DeviceInfo {
+            &self.info
+        }
+        fn timing_method(&self) -> &'static str {
+            "fake"
+        }
+        fn prepare(&self, case: &Case) -> Result<Box<dyn Workload + '_>, PrepareError> {
+            let Case::Gemm(g) = case else { return Err(PrepareError::Unsupported("fake device only does GEMM".into())) };
+            let mode = match g.m {
+                1 => Mode::Good,
+                2 => Mode::WrongAlways,
+                3 => Mode::WrongAfterTiming,
+                4 => Mode::Panics,
+                5 => Mode::FailsToRun,
+                6 => return Err(PrepareError::Failed("out of device memory".into())),
+                _ => return Err(PrepareError::Unsupported("no FP8 on this device".into())),
+            };
+            Ok(Box::new(FakeWorkload { case: g.clone(), mode, runs: self.runs.clone(), verifies: 0 }))
+        }
+    }
+
+    fn run_all(ms: &[u64]) -> (Tally, u32, Vec<String>) {
+        let dir = std::env::temp_dir().join(format!("solbench-runner-test-{}-{}", std::process::id(), ms.len()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("r.jsonl");
+        let mut writer = ResultWriter::create(&path).unwrap();
+        let runs = Rc::new(Cell::new(0));
+        let device = FakeDevice { info: DeviceInfo { name: "fake".into(), ..Default::default() }, runs: runs.clone() };
+        let cases: Vec<Case> = ms.iter().map(|&m| Case::Gemm(GemmCase::new(m, 64, 64, Dtype::Bf16))).collect();
+        let settings = RunSettings { warmup_ms: 0, min_time_ms: 10, min_samples: 5, max_samples: 50, target_sample_ms: 1.0, max_case_ms: 1000 };
+        let (specs, acc) = (SpecDb::default(), Acceptance::default());
+        let judge = Judge::new(&device.info, &specs, &acc);
+        let mut tally = Tally::default();
+        run_cases(&device, 0, &cases, &settings, &judge, "run", &mut writer, &mut Silent, &mut tally).unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        (tally, runs.get(), lines)
+    }
+
+    #[test]
+    fn a_good_case_is_measured_verified_twice_and_judged() {
+        let (tally, _, lines) = run_all(&[1]);
+        let r = &tally.records[0];
+        assert_eq!(r.status, CaseStatus::Measured);
+        assert_eq!(r.checks.len(), 2, "verified before and after timing");
+        let m = r.measurement.as_ref().unwrap();
+        assert!(m.stats.samples >= 5);
+        assert_eq!(m.stats.iters_per_sample, 1);
+        // 2*1*64*64 FLOP in ~1 ms.
+        assert!((m.tflop_per_s - 8192.0 / 1e-3 / 1e12).abs() < 1e-9 * 1e3);
+        assert_eq!(r.verdict.kind, VerdictKind::NoSpec);
+        assert!(!tally.any_failure());
+        assert_eq!(lines.len(), 1);
+        assert!(matches!(crate::result::Record::from_line(&lines[0]).unwrap(), crate::result::Record::Case(_)));
+    }
+
+    #[test]
+    fn a_wrong_kernel_is_never_timed() {
+        let (tally, runs, _) = run_all(&[2]);
+        let r = &tally.records[0];
+        assert_eq!(r.status, CaseStatus::Wrong);
+        assert_eq!(r.verdict.kind, VerdictKind::Wrong);
+        assert!(r.measurement.is_none());
+        assert!(r.verdict.reason.contains("before timing: 3 of 10"), "{}", r.verdict.reason);
+        assert_eq!(runs, 1, "only the first run happens before the check");
+        assert!(tally.any_failure());
+    }
+
+    #[test]
+    fn wrong_after_timing_reports_no_number() {
+        let (tally, _, _) = run_all(&[3]);
+        let r = &tally.records[0];
+        assert_eq!(r.status, CaseStatus::Wrong);
+        assert!(r.measurement.is_none());
+        assert!(r.verdict.reason.starts_with("after timing"), "{}", r.verdict.reason);
+    }
+
+    #[test]
+    fn failures_are_isolated_and_the_sweep_goes_on() {
+        let (tally, _, lines) = run_all(&[4, 5, 6, 7, 1]);
+        let kinds: Vec<VerdictKind> = tally.records.iter().map(|r| r.verdict.kind).collect();
+        assert_eq!(kinds, vec![VerdictKind::Error, VerdictKind::Error, VerdictKind::Error, VerdictKind::Skipped, VerdictKind::NoSpec]);
+        assert!(tally.records[0].verdict.reason.contains("kernel exploded"));
+        assert!(tally.records[1].verdict.reason.contains("too many resources"));
+        assert!(tally.records[2].verdict.reason.contains("out of device memory"));
+        assert_eq!(tally.records[3].status, CaseStatus::Skipped);
+        assert_eq!(lines.len(), 5, "every case is written, failed or not");
+        let end = tally.end_record("run");
+        assert_eq!((end.cases, end.measured, end.errors, end.skipped, end.no_spec), (5, 1, 3, 1, 1));
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(RunSettings::default().validate().is_ok());
+        let bad = RunSettings { min_samples: 2, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("min_samples"));
+        let bad = RunSettings { max_samples: 5, min_samples: 10, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("max_samples"));
+    }
+}
