@@ -5,9 +5,11 @@
 use crate::{assets, BackendChoice, RunArgs};
 use solbench_core::backend::{Availability, Backend};
 use solbench_core::case::Family;
-use solbench_core::env::{available_memory_bytes, now_compact, now_rfc3339, HostEnvironment, SolbenchVersion};
+use solbench_core::env::{
+    available_memory_bytes, now_compact, now_rfc3339, HostEnvironment, SolbenchVersion,
+};
 use solbench_core::result::{CaseRecord, Record, ResultFile, ResultWriter, RunRecord};
-use solbench_core::runner::{run_cases, Progress, Tally};
+use solbench_core::runner::{Progress, Sweep, Tally};
 use solbench_core::size::format_size;
 use solbench_core::spec::SpecDb;
 use solbench_core::suite::{PlanTarget, Suite, PROFILES};
@@ -24,11 +26,16 @@ fn backends() -> Vec<Box<dyn Backend>> {
 }
 
 fn spec_db() -> Result<SpecDb, String> {
-    SpecDb::parse(assets::SPECS).map_err(|e| format!("the embedded spec database is broken ({e}); this is a bug in this build"))
+    SpecDb::parse(assets::SPECS).map_err(|e| {
+        format!("the embedded spec database is broken ({e}); this is a bug in this build")
+    })
 }
 
 fn version() -> SolbenchVersion {
-    SolbenchVersion { version: env!("CARGO_PKG_VERSION").into(), git: env!("SOLBENCH_GIT_REV").into() }
+    SolbenchVersion {
+        version: env!("CARGO_PKG_VERSION").into(),
+        git: env!("SOLBENCH_GIT_REV").into(),
+    }
 }
 
 pub fn list() -> Result<u8, String> {
@@ -37,8 +44,12 @@ pub fn list() -> Result<u8, String> {
     let all = backends();
     for b in &all {
         match b.availability() {
-            Availability::Available { detail } => println!("  {:<6} available    {detail}", b.name()),
-            Availability::Unavailable { reason } => println!("  {:<6} unavailable  {reason}", b.name()),
+            Availability::Available { detail } => {
+                println!("  {:<6} available    {detail}", b.name())
+            }
+            Availability::Unavailable { reason } => {
+                println!("  {:<6} unavailable  {reason}", b.name())
+            }
         }
     }
     println!("\nDevices:");
@@ -49,10 +60,16 @@ pub fn list() -> Result<u8, String> {
         match b.devices() {
             Ok(devs) => {
                 for d in devs {
-                    let levels: Vec<String> = d.memory_levels.iter().map(|l| format!("{} {} ({})", l.name, format_size(l.bytes), l.detail)).collect();
+                    let levels: Vec<String> = d
+                        .memory_levels
+                        .iter()
+                        .map(|l| format!("{} {} ({})", l.name, format_size(l.bytes), l.detail))
+                        .collect();
                     let spec = match specs.match_device(&d) {
                         Ok(Some(s)) => format!("spec: {} ({})", s.id, s.name),
-                        Ok(None) => "spec: none matches, so results are not judged (NO SPEC)".into(),
+                        Ok(None) => {
+                            "spec: none matches, so results are not judged (NO SPEC)".into()
+                        }
                         Err(e) => format!("spec: {e}"),
                     };
                     println!("  {}:{}  {}", d.backend, d.index, d.name);
@@ -75,10 +92,22 @@ pub fn list() -> Result<u8, String> {
 pub fn specs(name: Option<&str>) -> Result<u8, String> {
     let db = spec_db()?;
     let Some(name) = name else {
-        println!("{:<22} {:<34} {:>10} {:>10} {:>10}", "id", "name", "mem GB/s", "BF16 TF/s", "FP8 TF/s");
+        println!(
+            "{:<22} {:<34} {:>10} {:>10} {:>10}",
+            "id", "name", "mem GB/s", "BF16 TF/s", "FP8 TF/s"
+        );
         for s in &db.specs {
-            let v = |p: Option<solbench_core::spec::Peak>| p.map(|p| fmt_value(p.value)).unwrap_or_else(|| "-".into());
-            println!("{:<22} {:<34} {:>10} {:>10} {:>10}", s.id, s.name, v(s.memory_peak()), v(s.compute_peak("bf16")), v(s.compute_peak("fp8")));
+            let v = |p: Option<solbench_core::spec::Peak>| {
+                p.map(|p| fmt_value(p.value)).unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<22} {:<34} {:>10} {:>10} {:>10}",
+                s.id,
+                s.name,
+                v(s.memory_peak()),
+                v(s.compute_peak("bf16")),
+                v(s.compute_peak("fp8"))
+            );
         }
         println!("\nAll FLOP figures are dense (no 2:4 sparsity). `solbench specs NAME` shows one sheet with sources.");
         return Ok(0);
@@ -87,7 +116,11 @@ pub fn specs(name: Option<&str>) -> Result<u8, String> {
     match hits.len() {
         0 => Err(format!(
             "no spec sheet matches '{name}'; known products: {}",
-            db.specs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            db.specs
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         1 => {
             let s = hits[0];
@@ -107,30 +140,59 @@ pub fn specs(name: Option<&str>) -> Result<u8, String> {
             let m = &s.memory;
             show(
                 "memory",
-                [("capacity_gb", &m.capacity_gb), ("bandwidth_gb_s", &m.bandwidth_gb_s), ("l2_cache_mb", &m.l2_cache_mb), ("infinity_cache_mb", &m.infinity_cache_mb)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
-                    .collect(),
+                [
+                    ("capacity_gb", &m.capacity_gb),
+                    ("bandwidth_gb_s", &m.bandwidth_gb_s),
+                    ("l2_cache_mb", &m.l2_cache_mb),
+                    ("infinity_cache_mb", &m.infinity_cache_mb),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
+                .collect(),
             );
-            show("compute (dense TFLOP/s)", s.compute.iter().map(|(k, v)| (k.clone(), v)).collect());
+            show(
+                "compute (dense TFLOP/s)",
+                s.compute.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            );
             let i = &s.interconnect;
             show(
                 "interconnect",
-                [("scale_up_gb_s", &i.scale_up_gb_s), ("scale_up_per_direction_gb_s", &i.scale_up_per_direction_gb_s), ("pcie_gb_s", &i.pcie_gb_s)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
-                    .collect(),
+                [
+                    ("scale_up_gb_s", &i.scale_up_gb_s),
+                    (
+                        "scale_up_per_direction_gb_s",
+                        &i.scale_up_per_direction_gb_s,
+                    ),
+                    ("pcie_gb_s", &i.pcie_gb_s),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v)))
+                .collect(),
             );
-            show("device", s.device.iter().map(|(k, v)| (k.clone(), v)).collect());
+            show(
+                "device",
+                s.device.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            );
             if !s.expected.is_empty() {
                 println!("\n[expected] (healthy: measured/peak >= pass; below warn is FAIL)");
                 for (k, e) in &s.expected {
-                    println!("  {k:<14} pass {:.0}%  warn {:.0}%   {}", e.pass * 100.0, e.warn * 100.0, e.why.clone().unwrap_or_default());
+                    println!(
+                        "  {k:<14} pass {:.0}%  warn {:.0}%   {}",
+                        e.pass * 100.0,
+                        e.warn * 100.0,
+                        e.why.clone().unwrap_or_default()
+                    );
                 }
             }
             Ok(0)
         }
-        _ => Err(format!("'{name}' matches several products ({}); give one id", hits.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "))),
+        _ => Err(format!(
+            "'{name}' matches several products ({}); give one id",
+            hits.iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -150,7 +212,11 @@ impl Progress for StderrProgress {
     }
 
     fn case_finished(&mut self, index: usize, total: usize, r: &CaseRecord) {
-        let value = r.measurement.as_ref().map(|m| format!("{} {}", fmt_value(m.value), m.unit)).unwrap_or_else(|| "-".into());
+        let value = r
+            .measurement
+            .as_ref()
+            .map(|m| format!("{} {}", fmt_value(m.value), m.unit))
+            .unwrap_or_else(|| "-".into());
         let line = format!(
             "[{}/{}] {}: {value} {} ({:.1} s, {:.0} s total)",
             index + 1,
@@ -175,19 +241,32 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     let specs = spec_db()?;
     let acceptance = match &args.acceptance {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read acceptance file {}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read acceptance file {}: {e}", p.display()))?;
             Acceptance::parse(&p.display().to_string(), &text, &specs)?
         }
         None => Acceptance::default(),
     };
     let (suite, suite_name) = match &args.suite {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read suite file {}: {e}", p.display()))?;
-            (Suite::parse(&p.display().to_string(), &text)?, p.display().to_string())
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read suite file {}: {e}", p.display()))?;
+            (
+                Suite::parse(&p.display().to_string(), &text)?,
+                p.display().to_string(),
+            )
         }
-        None => (Suite::profile(args.profile.name())?, format!("profile {}", args.profile.name())),
+        None => (
+            Suite::profile(args.profile.name())?,
+            format!("profile {}", args.profile.name()),
+        ),
     };
-    let only: Vec<Family> = args.only.iter().filter(|s| !s.trim().is_empty()).map(|s| Family::parse(s)).collect::<Result<_, _>>()?;
+    let only: Vec<Family> = args
+        .only
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Family::parse(s))
+        .collect::<Result<_, _>>()?;
     let settings = suite.settings();
 
     // Choose the backend.
@@ -198,7 +277,10 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
             .find(|b| matches!(b.availability(), Availability::Available { .. }))
             .ok_or("no backend is available on this machine")?,
         BackendChoice::Host => {
-            let b = all.iter().find(|b| b.name() == "host").expect("host backend is always built");
+            let b = all
+                .iter()
+                .find(|b| b.name() == "host")
+                .expect("host backend is always built");
             if let Availability::Unavailable { reason } = b.availability() {
                 return Err(format!("the host backend cannot run: {reason}"));
             }
@@ -208,7 +290,13 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     let devices = backend.devices()?;
     let chosen: Vec<usize> = match args.device {
         Some(i) if i < devices.len() => vec![i],
-        Some(i) => return Err(format!("--device {i} does not exist: the {} backend has {} device(s), numbered from 0", backend.name(), devices.len())),
+        Some(i) => {
+            return Err(format!(
+                "--device {i} does not exist: the {} backend has {} device(s), numbered from 0",
+                backend.name(),
+                devices.len()
+            ))
+        }
         None => (0..devices.len()).collect(),
     };
 
@@ -221,9 +309,16 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
         } else {
             d.memory_bytes.unwrap_or(1 << 30) / 10 * 8
         };
-        let mut plan = suite.plan(&PlanTarget { device: d, memory_budget: budget, device_count: devices.len() as u32 })?;
+        let mut plan = suite.plan(&PlanTarget {
+            device: d,
+            memory_budget: budget,
+            device_count: devices.len() as u32,
+        })?;
         if !only.is_empty() {
             plan.cases.retain(|c| only.contains(&c.family()));
+            if !only.contains(&Family::Memory) {
+                plan.notes.clear(); // the planner's notes are about memory sizes
+            }
         }
         plans.push((i, plan));
     }
@@ -231,7 +326,11 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     if planned == 0 {
         return Err(format!(
             "{suite_name} has no cases{} for this backend",
-            if only.is_empty() { String::new() } else { format!(" in the families {}", args.only.join(",")) }
+            if only.is_empty() {
+                String::new()
+            } else {
+                format!(" in the families {}", args.only.join(","))
+            }
         ));
     }
 
@@ -239,8 +338,14 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     let run_id = format!("{}-{}-{}", host.hostname, now_compact(), std::process::id());
     let path = args.out.join(format!("solbench-{run_id}.jsonl"));
     let mut writer = ResultWriter::create(&path)?;
-    let opened: Vec<_> = chosen.iter().map(|&i| backend.open(i).map(|d| (i, d))).collect::<Result<_, _>>()?;
-    let timing = opened.first().map(|(_, d)| d.timing_method().to_string()).unwrap_or_default();
+    let opened: Vec<_> = chosen
+        .iter()
+        .map(|&i| backend.open(i).map(|d| (i, d)))
+        .collect::<Result<_, _>>()?;
+    let timing = opened
+        .first()
+        .map(|(_, d)| d.timing_method().to_string())
+        .unwrap_or_default();
     writer.append(&Record::Run(Box::new(RunRecord {
         run_id: run_id.clone(),
         started_at: now_rfc3339(),
@@ -254,7 +359,13 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
         settings: settings.clone(),
         planned_cases: planned,
     })))?;
-    eprintln!("solbench {} on {} ({}): {planned} cases from {suite_name}; results go to {}", version().version, backend.name(), devices[chosen[0]].name, path.display());
+    eprintln!(
+        "solbench {} on {} ({}): {planned} cases from {suite_name}; results go to {}",
+        version().version,
+        backend.name(),
+        devices[chosen[0]].name,
+        path.display()
+    );
     for (_, plan) in &plans {
         for note in &plan.notes {
             eprintln!("note: {note}");
@@ -262,17 +373,31 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     }
 
     let mut tally = Tally::default();
-    let mut progress = StderrProgress { tty: std::io::stderr().is_terminal(), started: Instant::now(), case_started: Instant::now() };
+    let mut progress = StderrProgress {
+        tty: std::io::stderr().is_terminal(),
+        started: Instant::now(),
+        case_started: Instant::now(),
+    };
     for ((i, device), (_, plan)) in opened.iter().zip(&plans) {
         let judge = Judge::new(&devices[*i], &specs, &acceptance);
-        run_cases(device.as_ref(), *i, &plan.cases, &settings, &judge, &run_id, &mut writer, &mut progress, &mut tally)?;
+        let sweep = Sweep {
+            device: device.as_ref(),
+            device_index: *i,
+            settings: &settings,
+            judge: &judge,
+            run_id: &run_id,
+        };
+        sweep.run(&plan.cases, &mut writer, &mut progress, &mut tally)?;
     }
     let end = tally.end_record(&run_id);
     writer.append(&Record::End(end.clone()))?;
 
     let shown: Vec<_> = chosen.iter().map(|&i| devices[i].clone()).collect();
     println!("{}", solbench_report::render_table(&tally.records, &shown));
-    print!("{}", solbench_report::render_summary(&tally.records, Some(&end)));
+    print!(
+        "{}",
+        solbench_report::render_summary(&tally.records, Some(&end))
+    );
     println!("Bandwidth counts bytes read + written; GEMM FLOPs are 2*M*N*K; attention FLOPs as FlashAttention counts them (docs/metrics.md).");
     println!("Results: {}", path.display());
     Ok(if tally.any_failure() { 1 } else { 0 })
@@ -291,10 +416,22 @@ pub fn report(file: &Path) -> Result<u8, String> {
         run.solbench.git,
         run.started_at
     );
-    println!("{}", solbench_report::render_table(&result.cases, &run.devices));
-    print!("{}", solbench_report::render_summary(&result.cases, result.end.as_ref()));
+    println!(
+        "{}",
+        solbench_report::render_table(&result.cases, &run.devices)
+    );
+    print!(
+        "{}",
+        solbench_report::render_summary(&result.cases, result.end.as_ref())
+    );
     for n in notes {
         eprintln!("note: {n}");
     }
-    Ok(if result.cases.iter().any(|c| c.verdict.kind.is_failure()) { 1 } else { 0 })
+    Ok(
+        if result.cases.iter().any(|c| c.verdict.kind.is_failure()) {
+            1
+        } else {
+            0
+        },
+    )
 }

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "solbench", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SOLBENCH_GIT_REV"), ")"))]
-#[command(about = "Hold a GPU node against its speed of light: memory, GEMM, attention and collectives, verified and judged against the spec sheet.")]
+#[command(
+    about = "Hold a GPU node against its speed of light: memory, GEMM, attention and collectives, verified and judged against the spec sheet."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn solbench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_solbench")).args(args).output().expect("run solbench")
+    Command::new(env!("CARGO_BIN_EXE_solbench"))
+        .args(args)
+        .output()
+        .expect("run solbench")
 }
 
 fn stderr(o: &Output) -> String {
@@ -19,8 +22,15 @@ fn stderr(o: &Output) -> String {
 fn assert_bad_input(args: &[&str], needle: &str) {
     let o = solbench(args);
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{args:?} should exit 2; stderr: {err}");
-    assert!(err.contains(needle), "{args:?}: stderr lacks {needle:?}: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?} should exit 2; stderr: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr lacks {needle:?}: {err}"
+    );
     let error_lines = err.lines().filter(|l| l.starts_with("error")).count();
     assert_eq!(error_lines, 1, "{args:?}: expected one error line: {err}");
 }
@@ -39,7 +49,14 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn result_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -48,7 +65,10 @@ fn bad_flags_and_profiles_exit_2() {
     assert_bad_input(&["run", "--backend", "tpu"], "tpu");
     assert_bad_input(&["run", "--frobnicate"], "--frobnicate");
     assert_bad_input(&["run", "--only", "gemmm"], "'gemmm' is not a family");
-    assert_bad_input(&["run", "--device", "7", "--only", "memory"], "--device 7 does not exist");
+    assert_bad_input(
+        &["run", "--device", "7", "--only", "memory"],
+        "--device 7 does not exist",
+    );
     assert_bad_input(&["specs", "h900"], "no spec sheet matches 'h900'");
     assert_bad_input(&["frobnicate"], "frobnicate");
 }
@@ -67,14 +87,33 @@ fn bad_suite_and_acceptance_files_exit_2_naming_the_field() {
     ];
     for (name, text, needle) in cases {
         let p = write(&d, name, text);
-        assert_bad_input(&["run", "--suite", &p, "--out", d.to_str().unwrap()], needle);
+        assert_bad_input(
+            &["run", "--suite", &p, "--out", d.to_str().unwrap()],
+            needle,
+        );
     }
-    assert_bad_input(&["run", "--suite", "/nonexistent/suite.toml"], "cannot read suite file /nonexistent/suite.toml");
-    let acc = write(&d, "acc.toml", "[expected]\n\"gemm.bf16\" = { pass = 0.5, warn = 0.9 }\n");
-    assert_bad_input(&["run", "--acceptance", &acc, "--only", "memory"], "warn <= pass");
+    assert_bad_input(
+        &["run", "--suite", "/nonexistent/suite.toml"],
+        "cannot read suite file /nonexistent/suite.toml",
+    );
+    let acc = write(
+        &d,
+        "acc.toml",
+        "[expected]\n\"gemm.bf16\" = { pass = 0.5, warn = 0.9 }\n",
+    );
+    assert_bad_input(
+        &["run", "--acceptance", &acc, "--only", "memory"],
+        "warn <= pass",
+    );
     let acc = write(&d, "acc2.toml", "[product.\"nvidia-h900\".expected]\n");
-    assert_bad_input(&["run", "--acceptance", &acc, "--only", "memory"], "nvidia-h900");
-    assert!(result_files(&d).is_empty(), "bad input must not leave a result file");
+    assert_bad_input(
+        &["run", "--acceptance", &acc, "--only", "memory"],
+        "nvidia-h900",
+    );
+    assert!(
+        result_files(&d).is_empty(),
+        "bad input must not leave a result file"
+    );
 }
 
 #[test]
@@ -83,16 +122,37 @@ fn list_and_specs_describe_the_machine_and_database() {
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("host") && out.contains("available"), "{out}");
-    assert!(out.contains("DRAM") && out.contains("quick") && out.contains("standard") && out.contains("full"), "{out}");
+    assert!(
+        out.contains("DRAM")
+            && out.contains("quick")
+            && out.contains("standard")
+            && out.contains("full"),
+        "{out}"
+    );
     let o = solbench(&["specs"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    for id in ["nvidia-h100-sxm", "nvidia-h200-sxm", "nvidia-b200", "nvidia-gb200", "nvidia-a100-40gb", "nvidia-l40s", "nvidia-l4", "amd-mi250x", "amd-mi300x", "amd-mi325x", "amd-mi355x"] {
+    for id in [
+        "nvidia-h100-sxm",
+        "nvidia-h200-sxm",
+        "nvidia-b200",
+        "nvidia-gb200",
+        "nvidia-a100-40gb",
+        "nvidia-l40s",
+        "nvidia-l4",
+        "amd-mi250x",
+        "amd-mi300x",
+        "amd-mi325x",
+        "amd-mi355x",
+    ] {
         assert!(out.contains(id), "specs lacks {id}");
     }
     let o = solbench(&["specs", "nvidia-h100-sxm"]);
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("989") && out.contains("3350") && out.contains("sparsity"), "{out}");
+    assert!(
+        out.contains("989") && out.contains("3350") && out.contains("sparsity"),
+        "{out}"
+    );
 }
 
 const SMALL_SUITE: &str = r#"
@@ -128,10 +188,29 @@ fn a_run_writes_a_result_file_that_parses_back() {
     let d = temp_dir("run");
     let suite = write(&d, "suite.toml", SMALL_SUITE);
     let out = d.join("out");
-    let o = solbench(&["run", "--backend", "host", "--suite", &suite, "--out", out.to_str().unwrap()]);
+    let o = solbench(&[
+        "run",
+        "--backend",
+        "host",
+        "--suite",
+        &suite,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "stdout: {text}\nstderr: {}", stderr(&o));
-    assert!(text.contains("NO SPEC") && text.contains("SKIPPED") && text.contains("verified") && text.contains("Results:"), "{text}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {text}\nstderr: {}",
+        stderr(&o)
+    );
+    assert!(
+        text.contains("NO SPEC")
+            && text.contains("SKIPPED")
+            && text.contains("verified")
+            && text.contains("Results:"),
+        "{text}"
+    );
     let files = result_files(&out);
     assert_eq!(files.len(), 1);
     let (result, notes) = ResultFile::read(&files[0]).unwrap();
@@ -169,18 +248,37 @@ fn killing_a_run_mid_sweep_keeps_every_finished_case() {
     );
     let out = d.join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_solbench"))
-        .args(["run", "--backend", "host", "--suite", &suite, "--out", out.to_str().unwrap()])
+        .args([
+            "run",
+            "--backend",
+            "host",
+            "--suite",
+            &suite,
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let finished_cases = |files: &[PathBuf]| -> usize {
-        files.first().map(|f| std::fs::read_to_string(f).unwrap_or_default().matches("\"record\":\"case\"").count()).unwrap_or(0)
+        files
+            .first()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .matches("\"record\":\"case\"")
+                    .count()
+            })
+            .unwrap_or(0)
     };
     while finished_cases(&result_files(&out)) < 3 {
         assert!(Instant::now() < deadline, "the run wrote no cases in time");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -189,7 +287,8 @@ fn killing_a_run_mid_sweep_keeps_every_finished_case() {
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let mut cases = 0;
     for line in text.lines() {
-        match Record::from_line(line).unwrap_or_else(|e| panic!("line did not parse ({e}): {line}")) {
+        match Record::from_line(line).unwrap_or_else(|e| panic!("line did not parse ({e}): {line}"))
+        {
             Record::Case(c) => {
                 cases += 1;
                 assert!(c.measurement.is_some(), "finished cases keep their numbers");

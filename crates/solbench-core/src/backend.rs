@@ -15,9 +15,13 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Availability {
-    Available { detail: String },
+    Available {
+        detail: String,
+    },
     /// One sentence naming what is missing and how to fix it.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// A cache or memory level visible to a workload, with the capacity the whole-device

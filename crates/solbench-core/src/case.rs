@@ -19,7 +19,12 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Memory, Family::Gemm, Family::Attention, Family::Collective];
+    pub const ALL: [Family; 4] = [
+        Family::Memory,
+        Family::Gemm,
+        Family::Attention,
+        Family::Collective,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -153,7 +158,10 @@ impl Dtype {
     }
 
     pub fn is_float(self) -> bool {
-        !matches!(self, Dtype::I8 | Dtype::U8 | Dtype::I32 | Dtype::U32 | Dtype::I64 | Dtype::U64)
+        !matches!(
+            self,
+            Dtype::I8 | Dtype::U8 | Dtype::I32 | Dtype::U32 | Dtype::I64 | Dtype::U64
+        )
     }
 }
 
@@ -178,7 +186,12 @@ pub enum MemoryOp {
 }
 
 impl MemoryOp {
-    pub const ALL: [MemoryOp; 4] = [MemoryOp::Read, MemoryOp::Write, MemoryOp::Copy, MemoryOp::Triad];
+    pub const ALL: [MemoryOp; 4] = [
+        MemoryOp::Read,
+        MemoryOp::Write,
+        MemoryOp::Copy,
+        MemoryOp::Triad,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -195,7 +208,9 @@ impl MemoryOp {
             "write" => Ok(MemoryOp::Write),
             "copy" => Ok(MemoryOp::Copy),
             "triad" => Ok(MemoryOp::Triad),
-            other => Err(format!("'{other}' is not a memory operation: choose from read, write, copy, triad")),
+            other => Err(format!(
+                "'{other}' is not a memory operation: choose from read, write, copy, triad"
+            )),
         }
     }
 
@@ -250,13 +265,26 @@ fn one() -> u64 {
 
 impl GemmCase {
     pub fn new(m: u64, n: u64, k: u64, dtype: Dtype) -> GemmCase {
-        GemmCase { m, n, k, dtype, b_dtype: None, out_dtype: None, batch: 1 }
+        GemmCase {
+            m,
+            n,
+            k,
+            dtype,
+            b_dtype: None,
+            out_dtype: None,
+            batch: 1,
+        }
     }
 
     /// Parses `MxNxK` (for example `8192x8192x8192`).
     pub fn parse_shape(text: &str) -> Result<(u64, u64, u64), String> {
         let parts: Vec<&str> = text.trim().split(['x', 'X']).collect();
-        let bad = || format!("'{}' is not a GEMM shape: write MxNxK, for example 4096x14336x4096", text.trim());
+        let bad = || {
+            format!(
+                "'{}' is not a GEMM shape: write MxNxK, for example 4096x14336x4096",
+                text.trim()
+            )
+        };
         if parts.len() != 3 {
             return Err(bad());
         }
@@ -264,7 +292,10 @@ impl GemmCase {
         for (d, p) in dims.iter_mut().zip(parts) {
             *d = p.trim().parse().map_err(|_| bad())?;
             if *d == 0 {
-                return Err(format!("'{}' has a zero dimension; every GEMM dimension must be at least 1", text.trim()));
+                return Err(format!(
+                    "'{}' has a zero dimension; every GEMM dimension must be at least 1",
+                    text.trim()
+                ));
             }
         }
         Ok((dims[0], dims[1], dims[2]))
@@ -296,7 +327,9 @@ impl AttentionVariant {
             "mha" => Ok(AttentionVariant::Mha),
             "gqa" | "mqa" => Ok(AttentionVariant::Gqa),
             "mla" => Ok(AttentionVariant::Mla),
-            other => Err(format!("'{other}' is not an attention variant: choose from mha, gqa, mla")),
+            other => Err(format!(
+                "'{other}' is not an attention variant: choose from mha, gqa, mla"
+            )),
         }
     }
 }
@@ -321,7 +354,9 @@ impl AttentionPhase {
         match text.trim().to_ascii_lowercase().as_str() {
             "prefill" => Ok(AttentionPhase::Prefill),
             "decode" => Ok(AttentionPhase::Decode),
-            other => Err(format!("'{other}' is not an attention phase: choose from prefill, decode")),
+            other => Err(format!(
+                "'{other}' is not an attention phase: choose from prefill, decode"
+            )),
         }
     }
 }
@@ -332,7 +367,9 @@ impl AttentionPhase {
 pub enum KvLayout {
     Contiguous,
     /// Fixed-size pages addressed through a per-sequence block table.
-    Paged { page_size: u32 },
+    Paged {
+        page_size: u32,
+    },
 }
 
 /// One attention problem. Lengths are per sequence; every sequence in the batch has the
@@ -387,7 +424,10 @@ impl AttentionCase {
             ));
         }
         if self.phase == AttentionPhase::Decode && self.q_len != 1 {
-            return Err(format!("attention decode has q_len 1 (one new token), not {}", self.q_len));
+            return Err(format!(
+                "attention decode has q_len 1 (one new token), not {}",
+                self.q_len
+            ));
         }
         match self.variant {
             AttentionVariant::Mha if self.kv_heads != self.q_heads => {
@@ -455,7 +495,10 @@ impl CollectiveOp {
 
     /// Whether the operation combines values (and so takes a reduction operator).
     pub fn reduces(self) -> bool {
-        matches!(self, CollectiveOp::AllReduce | CollectiveOp::ReduceScatter | CollectiveOp::Reduce)
+        matches!(
+            self,
+            CollectiveOp::AllReduce | CollectiveOp::ReduceScatter | CollectiveOp::Reduce
+        )
     }
 }
 
@@ -513,7 +556,16 @@ impl Case {
                 Some(b) if b != g.dtype => format!("{}x{}", g.dtype, b),
                 _ => g.dtype.name().to_string(),
             },
-            Case::Attention(a) => format!("{} {}{}", a.variant.name(), a.phase.name(), if a.causal && a.phase == AttentionPhase::Prefill { " causal" } else { "" }),
+            Case::Attention(a) => format!(
+                "{} {}{}",
+                a.variant.name(),
+                a.phase.name(),
+                if a.causal && a.phase == AttentionPhase::Prefill {
+                    " causal"
+                } else {
+                    ""
+                }
+            ),
             Case::Collective(c) => c.op.name().to_string(),
         }
     }
@@ -523,7 +575,11 @@ impl Case {
         match self {
             Case::Memory(m) => format!("{} {}", format_size(m.working_set), m.dtype),
             Case::Gemm(g) => {
-                let b = if g.batch > 1 { format!(" x{}", g.batch) } else { String::new() };
+                let b = if g.batch > 1 {
+                    format!(" x{}", g.batch)
+                } else {
+                    String::new()
+                };
                 format!("{}x{}x{}{b}", g.m, g.n, g.k)
             }
             Case::Attention(a) => {
@@ -531,10 +587,21 @@ impl Case {
                     KvLayout::Contiguous => String::new(),
                     KvLayout::Paged { page_size } => format!(" paged{page_size}"),
                 };
-                let model = a.model.as_deref().map(|m| format!("{m} ")).unwrap_or_default();
+                let model = a
+                    .model
+                    .as_deref()
+                    .map(|m| format!("{m} "))
+                    .unwrap_or_default();
                 format!(
                     "{model}b{} q{} kv{} h{}/{} d{}/{} {}{paged}",
-                    a.batch, a.q_len, a.kv_len, a.q_heads, a.kv_heads, a.head_dim_qk, a.head_dim_v, a.dtype
+                    a.batch,
+                    a.q_len,
+                    a.kv_len,
+                    a.q_heads,
+                    a.kv_heads,
+                    a.head_dim_qk,
+                    a.head_dim_v,
+                    a.dtype
                 )
             }
             Case::Collective(c) => format!(
@@ -542,7 +609,11 @@ impl Case {
                 format_size(c.bytes),
                 c.dtype,
                 c.ranks,
-                if c.in_place { " ranks in-place" } else { " ranks" }
+                if c.in_place {
+                    " ranks in-place"
+                } else {
+                    " ranks"
+                }
             ),
         }
     }
@@ -550,7 +621,13 @@ impl Case {
 
 impl fmt::Display for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.family(), self.op_name(), self.shape_label())
+        write!(
+            f,
+            "{} {} {}",
+            self.family(),
+            self.op_name(),
+            self.shape_label()
+        )
     }
 }
 
@@ -561,7 +638,11 @@ mod tests {
     #[test]
     fn cases_round_trip_through_json() {
         let cases = vec![
-            Case::Memory(MemoryCase { op: MemoryOp::Triad, working_set: 3 << 20, dtype: Dtype::F64 }),
+            Case::Memory(MemoryCase {
+                op: MemoryOp::Triad,
+                working_set: 3 << 20,
+                dtype: Dtype::F64,
+            }),
             Case::Gemm(GemmCase::new(4096, 14336, 4096, Dtype::Bf16)),
             Case::Attention(AttentionCase {
                 variant: AttentionVariant::Mla,
@@ -600,22 +681,41 @@ mod tests {
     fn parses_names_and_rejects_others() {
         assert_eq!(Dtype::parse("FP8").unwrap(), Dtype::Fp8E4m3);
         assert_eq!(Dtype::parse("bfloat16").unwrap(), Dtype::Bf16);
-        assert!(Dtype::parse("fp7").unwrap_err().contains("'fp7' is not a data type"));
-        assert_eq!(CollectiveOp::parse("allreduce").unwrap(), CollectiveOp::AllReduce);
-        assert_eq!(CollectiveOp::parse("all-gather").unwrap(), CollectiveOp::AllGather);
+        assert!(Dtype::parse("fp7")
+            .unwrap_err()
+            .contains("'fp7' is not a data type"));
+        assert_eq!(
+            CollectiveOp::parse("allreduce").unwrap(),
+            CollectiveOp::AllReduce
+        );
+        assert_eq!(
+            CollectiveOp::parse("all-gather").unwrap(),
+            CollectiveOp::AllGather
+        );
         assert!(CollectiveOp::parse("gather").is_err());
         assert_eq!(Family::parse("gemm").unwrap(), Family::Gemm);
         assert!(Family::parse("gemmm").unwrap_err().contains("not a family"));
-        assert_eq!(GemmCase::parse_shape("8192x8192x8192").unwrap(), (8192, 8192, 8192));
+        assert_eq!(
+            GemmCase::parse_shape("8192x8192x8192").unwrap(),
+            (8192, 8192, 8192)
+        );
         assert!(GemmCase::parse_shape("8192x8192").is_err());
         assert!(GemmCase::parse_shape("0x1x1").unwrap_err().contains("zero"));
     }
 
     #[test]
     fn elements_split_the_working_set_over_arrays() {
-        let triad = MemoryCase { op: MemoryOp::Triad, working_set: 3 * 8 * 1000, dtype: Dtype::F64 };
+        let triad = MemoryCase {
+            op: MemoryOp::Triad,
+            working_set: 3 * 8 * 1000,
+            dtype: Dtype::F64,
+        };
         assert_eq!(triad.elements_per_array(), 1000);
-        let read = MemoryCase { op: MemoryOp::Read, working_set: 8000, dtype: Dtype::F32 };
+        let read = MemoryCase {
+            op: MemoryOp::Read,
+            working_set: 8000,
+            dtype: Dtype::F32,
+        };
         assert_eq!(read.elements_per_array(), 2000);
     }
 

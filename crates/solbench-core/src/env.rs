@@ -18,13 +18,16 @@ pub struct HostEnvironment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SolbenchVersion {
     pub version: String,
-    /// `git describe`-style revision the binary was built from (`a1b2c3d`, `-dirty` when
+    /// Git commit the binary was built from (12 hex digits, `-dirty` when
     /// the tree had changes), or `unknown` outside a git checkout.
     pub git: String,
 }
 
 fn read_trim(path: &str) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Value of `key` in a `key: value` / `key=value` style file.
@@ -51,14 +54,20 @@ impl HostEnvironment {
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         let memory_bytes = fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
             let v = field(&t, "MemTotal", ':')?;
-            v.trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
+            v.trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024)
         });
         HostEnvironment {
             hostname,
             os,
             kernel,
             cpu,
-            logical_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            logical_cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             memory_bytes,
         }
     }
@@ -68,13 +77,19 @@ impl HostEnvironment {
 pub fn available_memory_bytes() -> Option<u64> {
     let t = fs::read_to_string("/proc/meminfo").ok()?;
     let v = field(&t, "MemAvailable", ':')?;
-    v.trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
+    v.trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     now.format(&fmt).unwrap_or_else(|_| "unknown".into())
 }
 
@@ -101,8 +116,18 @@ mod tests {
 
     #[test]
     fn parses_key_value_files() {
-        assert_eq!(field("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12\"", "PRETTY_NAME", '='), Some("Debian GNU/Linux 12".into()));
-        assert_eq!(field("model name\t: Intel Xeon\nflags : x", "model name", ':'), Some("Intel Xeon".into()));
+        assert_eq!(
+            field(
+                "NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12\"",
+                "PRETTY_NAME",
+                '='
+            ),
+            Some("Debian GNU/Linux 12".into())
+        );
+        assert_eq!(
+            field("model name\t: Intel Xeon\nflags : x", "model name", ':'),
+            Some("Intel Xeon".into())
+        );
         assert_eq!(field("a=b", "c", '='), None);
     }
 }

@@ -24,6 +24,9 @@ pub mod suite;
 pub mod verdict;
 pub mod work;
 
-pub use backend::{Availability, Backend, Check, Device, DeviceInfo, MemoryLevel, Notes, PrepareError, RunError, Workload};
+pub use backend::{
+    Availability, Backend, Check, Device, DeviceInfo, MemoryLevel, Notes, PrepareError, RunError,
+    Workload,
+};
 pub use case::{Case, Dtype, Family};
 pub use work::{ByteCounting, Headline, Work};

@@ -16,24 +16,87 @@ pub struct AttentionPreset {
 }
 
 pub const ATTENTION_PRESETS: [AttentionPreset; 7] = [
-    AttentionPreset { name: "llama-3-8b", variant: AttentionVariant::Gqa, q_heads: 32, kv_heads: 8, head_dim_qk: 128, head_dim_v: 128, prefill: None },
-    AttentionPreset { name: "llama-3-70b", variant: AttentionVariant::Gqa, q_heads: 64, kv_heads: 8, head_dim_qk: 128, head_dim_v: 128, prefill: None },
-    AttentionPreset { name: "llama-3.1-405b", variant: AttentionVariant::Gqa, q_heads: 128, kv_heads: 8, head_dim_qk: 128, head_dim_v: 128, prefill: None },
-    AttentionPreset { name: "qwen3-235b", variant: AttentionVariant::Gqa, q_heads: 64, kv_heads: 4, head_dim_qk: 128, head_dim_v: 128, prefill: None },
-    AttentionPreset { name: "mistral-7b", variant: AttentionVariant::Gqa, q_heads: 32, kv_heads: 8, head_dim_qk: 128, head_dim_v: 128, prefill: None },
-    AttentionPreset { name: "gpt-oss-120b", variant: AttentionVariant::Gqa, q_heads: 64, kv_heads: 8, head_dim_qk: 64, head_dim_v: 64, prefill: None },
+    AttentionPreset {
+        name: "llama-3-8b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 32,
+        kv_heads: 8,
+        head_dim_qk: 128,
+        head_dim_v: 128,
+        prefill: None,
+    },
+    AttentionPreset {
+        name: "llama-3-70b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 64,
+        kv_heads: 8,
+        head_dim_qk: 128,
+        head_dim_v: 128,
+        prefill: None,
+    },
+    AttentionPreset {
+        name: "llama-3.1-405b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 128,
+        kv_heads: 8,
+        head_dim_qk: 128,
+        head_dim_v: 128,
+        prefill: None,
+    },
+    AttentionPreset {
+        name: "qwen3-235b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 64,
+        kv_heads: 4,
+        head_dim_qk: 128,
+        head_dim_v: 128,
+        prefill: None,
+    },
+    AttentionPreset {
+        name: "mistral-7b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 32,
+        kv_heads: 8,
+        head_dim_qk: 128,
+        head_dim_v: 128,
+        prefill: None,
+    },
+    AttentionPreset {
+        name: "gpt-oss-120b",
+        variant: AttentionVariant::Gqa,
+        q_heads: 64,
+        kv_heads: 8,
+        head_dim_qk: 64,
+        head_dim_v: 64,
+        prefill: None,
+    },
     // Absorbed decode: one 576-dim latent head (512 c_KV + 64 rope) shared by 128 heads, V = first 512.
     // Prefill: MHA mode, q/k head dim 128 + 64 = 192, v 128, 128 heads.
-    AttentionPreset { name: "deepseek-v3", variant: AttentionVariant::Mla, q_heads: 128, kv_heads: 1, head_dim_qk: 576, head_dim_v: 512, prefill: Some((128, 128, 192, 128)) },
+    AttentionPreset {
+        name: "deepseek-v3",
+        variant: AttentionVariant::Mla,
+        q_heads: 128,
+        kv_heads: 1,
+        head_dim_qk: 576,
+        head_dim_v: 512,
+        prefill: Some((128, 128, 192, 128)),
+    },
 ];
 
 pub fn attention_preset(name: &str) -> Result<&'static AttentionPreset, String> {
     let n = name.trim().to_ascii_lowercase();
-    ATTENTION_PRESETS.iter().find(|p| p.name == n).ok_or_else(|| {
-        format!(
-            "'{}' is not a model preset: choose from {}",
-            name.trim(),
-            ATTENTION_PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
-        )
-    })
+    ATTENTION_PRESETS
+        .iter()
+        .find(|p| p.name == n)
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not a model preset: choose from {}",
+                name.trim(),
+                ATTENTION_PRESETS
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }

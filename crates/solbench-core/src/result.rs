@@ -126,18 +126,27 @@ struct Line<T> {
 
 impl Record {
     pub fn to_line(&self) -> String {
-        let line = Line { schema: SCHEMA.to_string(), record: self };
+        let line = Line {
+            schema: SCHEMA.to_string(),
+            record: self,
+        };
         serde_json::to_string(&line).expect("result records always serialise")
     }
 
     pub fn from_line(text: &str) -> Result<Record, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         match value.get("schema").and_then(|s| s.as_str()) {
             Some(SCHEMA) => {}
-            Some(other) => return Err(format!("schema '{other}' is not one this solbench reads ({SCHEMA})")),
+            Some(other) => {
+                return Err(format!(
+                    "schema '{other}' is not one this solbench reads ({SCHEMA})"
+                ))
+            }
             None => return Err("no \"schema\" field: not a solbench result line".into()),
         }
-        let line: Line<Record> = serde_json::from_value(value).map_err(|e| format!("malformed record: {e}"))?;
+        let line: Line<Record> =
+            serde_json::from_value(value).map_err(|e| format!("malformed record: {e}"))?;
         Ok(line.record)
     }
 }
@@ -152,7 +161,9 @@ impl ResultWriter {
     pub fn create(path: &Path) -> Result<ResultWriter, String> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create result directory {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    format!("cannot create result directory {}: {e}", dir.display())
+                })?;
             }
         }
         let file = OpenOptions::new()
@@ -160,7 +171,10 @@ impl ResultWriter {
             .append(true)
             .open(path)
             .map_err(|e| format!("cannot create result file {}: {e}", path.display()))?;
-        Ok(ResultWriter { path: path.to_path_buf(), file })
+        Ok(ResultWriter {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -207,16 +221,22 @@ impl ResultFile {
             }
         }
         if out.run.is_none() {
-            return Err(format!("{name}: no run record; this is not a solbench result file"));
+            return Err(format!(
+                "{name}: no run record; this is not a solbench result file"
+            ));
         }
         if out.end.is_none() {
-            notes.push(format!("{name}: no end record, so the run was interrupted; {} finished cases are kept", out.cases.len()));
+            notes.push(format!(
+                "{name}: no end record, so the run was interrupted; {} finished cases are kept",
+                out.cases.len()
+            ));
         }
         Ok((out, notes))
     }
 
     pub fn read(path: &Path) -> Result<(ResultFile, Vec<String>), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read result file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read result file {}: {e}", path.display()))?;
         ResultFile::parse(&path.display().to_string(), &text)
     }
 }

@@ -35,20 +35,36 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     fn default() -> Self {
-        RunSettings { warmup_ms: 50, min_time_ms: 200, min_samples: 10, max_samples: 2000, target_sample_ms: 2.0, max_case_ms: 5_000 }
+        RunSettings {
+            warmup_ms: 50,
+            min_time_ms: 200,
+            min_samples: 10,
+            max_samples: 2000,
+            target_sample_ms: 2.0,
+            max_case_ms: 5_000,
+        }
     }
 }
 
 impl RunSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.min_samples < 3 {
-            return Err(format!("min_samples must be at least 3 to report a spread, got {}", self.min_samples));
+            return Err(format!(
+                "min_samples must be at least 3 to report a spread, got {}",
+                self.min_samples
+            ));
         }
         if self.max_samples < self.min_samples {
-            return Err(format!("max_samples ({}) must be at least min_samples ({})", self.max_samples, self.min_samples));
+            return Err(format!(
+                "max_samples ({}) must be at least min_samples ({})",
+                self.max_samples, self.min_samples
+            ));
         }
         if !(self.target_sample_ms > 0.0 && self.target_sample_ms.is_finite()) {
-            return Err(format!("target_sample_ms must be a positive number, got {}", self.target_sample_ms));
+            return Err(format!(
+                "target_sample_ms must be a positive number, got {}",
+                self.target_sample_ms
+            ));
         }
         if self.max_case_ms == 0 {
             return Err("max_case_ms must be positive".into());
@@ -126,12 +142,27 @@ fn check_failed(check: &Check, when: &str) -> String {
 }
 
 fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Judge) -> Outcome {
-    let mut workload: Box<dyn Workload + '_> = match catch_unwind(AssertUnwindSafe(|| device.prepare(case))) {
-        Ok(Ok(w)) => w,
-        Ok(Err(PrepareError::Unsupported(why))) => return failed(CaseStatus::Skipped, VerdictKind::Skipped, why),
-        Ok(Err(PrepareError::Failed(why))) => return failed(CaseStatus::Failed, VerdictKind::Error, format!("preparing the case failed: {why}")),
-        Err(p) => return failed(CaseStatus::Failed, VerdictKind::Error, format!("internal error while preparing: {}", panic_message(p))),
-    };
+    let mut workload: Box<dyn Workload + '_> =
+        match catch_unwind(AssertUnwindSafe(|| device.prepare(case))) {
+            Ok(Ok(w)) => w,
+            Ok(Err(PrepareError::Unsupported(why))) => {
+                return failed(CaseStatus::Skipped, VerdictKind::Skipped, why)
+            }
+            Ok(Err(PrepareError::Failed(why))) => {
+                return failed(
+                    CaseStatus::Failed,
+                    VerdictKind::Error,
+                    format!("preparing the case failed: {why}"),
+                )
+            }
+            Err(p) => {
+                return failed(
+                    CaseStatus::Failed,
+                    VerdictKind::Error,
+                    format!("internal error while preparing: {}", panic_message(p)),
+                )
+            }
+        };
     let mut out = failed(CaseStatus::Failed, VerdictKind::Error, String::new());
     out.work = Some(workload.work());
     out.notes = workload.notes();
@@ -153,12 +184,16 @@ fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Jud
         Ok(check) if check.passed => out.checks.push(check),
         Ok(check) => {
             out.status = CaseStatus::Wrong;
-            out.verdict = Verdict::simple(VerdictKind::Wrong, check_failed(&check, "before timing"));
+            out.verdict =
+                Verdict::simple(VerdictKind::Wrong, check_failed(&check, "before timing"));
             out.checks.push(check);
             return out;
         }
         Err(e) => {
-            out.verdict = Verdict::simple(VerdictKind::Error, format!("verification failed to run: {e}"));
+            out.verdict = Verdict::simple(
+                VerdictKind::Error,
+                format!("verification failed to run: {e}"),
+            );
             return out;
         }
     }
@@ -170,12 +205,15 @@ fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Jud
         match guarded("warming up", || workload.run(1).map_err(|e| e.0)) {
             Ok(d) => per_iter = per_iter.min(d.as_secs_f64().max(1e-9)),
             Err(e) => {
-                out.verdict = Verdict::simple(VerdictKind::Error, format!("a warm-up run failed: {e}"));
+                out.verdict =
+                    Verdict::simple(VerdictKind::Error, format!("a warm-up run failed: {e}"));
                 return out;
             }
         }
     }
-    let iters = ((settings.target_sample_ms / 1e3) / per_iter).ceil().clamp(1.0, 1e7) as u32;
+    let iters = ((settings.target_sample_ms / 1e3) / per_iter)
+        .ceil()
+        .clamp(1.0, 1e7) as u32;
 
     // Timed samples.
     let telemetry = device.start_telemetry();
@@ -203,7 +241,10 @@ fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Jud
     }
     out.telemetry = telemetry.map(|t| t.finish());
     if let Some(e) = error {
-        out.verdict = Verdict::simple(VerdictKind::Error, format!("a timed run failed after {} samples: {e}", samples.len()));
+        out.verdict = Verdict::simple(
+            VerdictKind::Error,
+            format!("a timed run failed after {} samples: {e}", samples.len()),
+        );
         return out;
     }
 
@@ -217,13 +258,19 @@ fn measure(device: &dyn Device, case: &Case, settings: &RunSettings, judge: &Jud
             return out;
         }
         Err(e) => {
-            out.verdict = Verdict::simple(VerdictKind::Error, format!("verification after timing failed to run: {e}"));
+            out.verdict = Verdict::simple(
+                VerdictKind::Error,
+                format!("verification after timing failed to run: {e}"),
+            );
             return out;
         }
     }
 
     let Some(stats) = Stats::from_samples(&samples, iters) else {
-        out.verdict = Verdict::simple(VerdictKind::Error, "the device returned no usable timings".to_string());
+        out.verdict = Verdict::simple(
+            VerdictKind::Error,
+            "the device returned no usable timings".to_string(),
+        );
         return out;
     };
     let value = work.headline_value(headline, stats.median_s);
@@ -253,7 +300,10 @@ pub struct Tally {
 
 impl Tally {
     pub fn count(&self, kind: VerdictKind) -> usize {
-        self.records.iter().filter(|r| r.verdict.kind == kind).count()
+        self.records
+            .iter()
+            .filter(|r| r.verdict.kind == kind)
+            .count()
     }
 
     pub fn any_failure(&self) -> bool {
@@ -265,7 +315,11 @@ impl Tally {
             run_id: run_id.to_string(),
             finished_at: now_rfc3339(),
             cases: self.records.len(),
-            measured: self.records.iter().filter(|r| r.status == CaseStatus::Measured).count(),
+            measured: self
+                .records
+                .iter()
+                .filter(|r| r.status == CaseStatus::Measured)
+                .count(),
             passed: self.count(VerdictKind::Pass),
             warned: self.count(VerdictKind::Warn),
             failed: self.count(VerdictKind::Fail),
@@ -278,45 +332,52 @@ impl Tally {
     }
 }
 
-/// Measures `cases` on `device`, appending each record to `writer` as it finishes.
-/// Returns an error only when the result file cannot be written (nothing measured
-/// afterwards could be kept).
-pub fn run_cases(
-    device: &dyn Device,
-    device_index: usize,
-    cases: &[Case],
-    settings: &RunSettings,
-    judge: &Judge,
-    run_id: &str,
-    writer: &mut ResultWriter,
-    progress: &mut dyn Progress,
-    tally: &mut Tally,
-) -> Result<(), String> {
-    let total = cases.len();
-    for (i, case) in cases.iter().enumerate() {
-        progress.case_started(i, total, case);
-        let started_at = now_rfc3339();
-        let o = measure(device, case, settings, judge);
-        let record = CaseRecord {
-            run_id: run_id.to_string(),
-            index: tally.records.len(),
-            device: device_index,
-            case: case.clone(),
-            status: o.status,
-            started_at,
-            finished_at: now_rfc3339(),
-            work: o.work,
-            measurement: o.measurement,
-            checks: o.checks,
-            telemetry: o.telemetry,
-            notes: o.notes,
-            verdict: o.verdict,
-        };
-        writer.append(&Record::Case(Box::new(record.clone())))?;
-        progress.case_finished(i, total, &record);
-        tally.records.push(record);
+/// One device's sweep: where it runs and how it is judged.
+pub struct Sweep<'a> {
+    pub device: &'a dyn Device,
+    pub device_index: usize,
+    pub settings: &'a RunSettings,
+    pub judge: &'a Judge<'a>,
+    pub run_id: &'a str,
+}
+
+impl Sweep<'_> {
+    /// Measures `cases`, appending each record to `writer` as it finishes. Returns an
+    /// error only when the result file cannot be written (nothing measured afterwards
+    /// could be kept).
+    pub fn run(
+        &self,
+        cases: &[Case],
+        writer: &mut ResultWriter,
+        progress: &mut dyn Progress,
+        tally: &mut Tally,
+    ) -> Result<(), String> {
+        let total = cases.len();
+        for (i, case) in cases.iter().enumerate() {
+            progress.case_started(i, total, case);
+            let started_at = now_rfc3339();
+            let o = measure(self.device, case, self.settings, self.judge);
+            let record = CaseRecord {
+                run_id: self.run_id.to_string(),
+                index: tally.records.len(),
+                device: self.device_index,
+                case: case.clone(),
+                status: o.status,
+                started_at,
+                finished_at: now_rfc3339(),
+                work: o.work,
+                measurement: o.measurement,
+                checks: o.checks,
+                telemetry: o.telemetry,
+                notes: o.notes,
+                verdict: o.verdict,
+            };
+            writer.append(&Record::Case(Box::new(record.clone())))?;
+            progress.case_finished(i, total, &record);
+            tally.records.push(record);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -355,9 +416,13 @@ mod tests {
             self.runs.set(self.runs.get() + 1);
             match self.mode {
                 Mode::Panics => panic!("kernel exploded"),
-                Mode::FailsToRun => Err(RunError("launch failed: too many resources requested".into())),
+                Mode::FailsToRun => Err(RunError(
+                    "launch failed: too many resources requested".into(),
+                )),
                 // 1 ms per iteration plus a little noise so statistics are non-trivial.
-                _ => Ok(Duration::from_micros(1000 * iters as u64 + (self.runs.get() % 3) as u64)),
+                _ => Ok(Duration::from_micros(
+                    1000 * iters as u64 + (self.runs.get() % 3) as u64,
+                )),
             }
         }
         fn verify(&mut self) -> Result<Check, RunError> {
@@ -396,7 +461,11 @@ mod tests {
             "fake"
         }
         fn prepare(&self, case: &Case) -> Result<Box<dyn Workload + '_>, PrepareError> {
-            let Case::Gemm(g) = case else { return Err(PrepareError::Unsupported("fake device only does GEMM".into())) };
+            let Case::Gemm(g) = case else {
+                return Err(PrepareError::Unsupported(
+                    "fake device only does GEMM".into(),
+                ));
+            };
             let mode = match g.m {
                 1 => Mode::Good,
                 2 => Mode::WrongAlways,
@@ -406,24 +475,63 @@ mod tests {
                 6 => return Err(PrepareError::Failed("out of device memory".into())),
                 _ => return Err(PrepareError::Unsupported("no FP8 on this device".into())),
             };
-            Ok(Box::new(FakeWorkload { case: g.clone(), mode, runs: self.runs.clone(), verifies: 0 }))
+            Ok(Box::new(FakeWorkload {
+                case: g.clone(),
+                mode,
+                runs: self.runs.clone(),
+                verifies: 0,
+            }))
         }
     }
 
     fn run_all(ms: &[u64]) -> (Tally, u32, Vec<String>) {
-        let dir = std::env::temp_dir().join(format!("solbench-runner-test-{}-{}", std::process::id(), ms.len()));
+        let dir = std::env::temp_dir().join(format!(
+            "solbench-runner-test-{}-{}",
+            std::process::id(),
+            ms.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("-")
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("r.jsonl");
         let mut writer = ResultWriter::create(&path).unwrap();
         let runs = Rc::new(Cell::new(0));
-        let device = FakeDevice { info: DeviceInfo { name: "fake".into(), ..Default::default() }, runs: runs.clone() };
-        let cases: Vec<Case> = ms.iter().map(|&m| Case::Gemm(GemmCase::new(m, 64, 64, Dtype::Bf16))).collect();
-        let settings = RunSettings { warmup_ms: 0, min_time_ms: 10, min_samples: 5, max_samples: 50, target_sample_ms: 1.0, max_case_ms: 1000 };
+        let device = FakeDevice {
+            info: DeviceInfo {
+                name: "fake".into(),
+                ..Default::default()
+            },
+            runs: runs.clone(),
+        };
+        let cases: Vec<Case> = ms
+            .iter()
+            .map(|&m| Case::Gemm(GemmCase::new(m, 64, 64, Dtype::Bf16)))
+            .collect();
+        let settings = RunSettings {
+            warmup_ms: 0,
+            min_time_ms: 10,
+            min_samples: 5,
+            max_samples: 50,
+            target_sample_ms: 1.0,
+            max_case_ms: 1000,
+        };
         let (specs, acc) = (SpecDb::default(), Acceptance::default());
         let judge = Judge::new(&device.info, &specs, &acc);
         let mut tally = Tally::default();
-        run_cases(&device, 0, &cases, &settings, &judge, "run", &mut writer, &mut Silent, &mut tally).unwrap();
-        let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+        let sweep = Sweep {
+            device: &device,
+            device_index: 0,
+            settings: &settings,
+            judge: &judge,
+            run_id: "run",
+        };
+        sweep
+            .run(&cases, &mut writer, &mut Silent, &mut tally)
+            .unwrap();
+
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
         let _ = std::fs::remove_dir_all(&dir);
         (tally, runs.get(), lines)
     }
@@ -442,7 +550,10 @@ mod tests {
         assert_eq!(r.verdict.kind, VerdictKind::NoSpec);
         assert!(!tally.any_failure());
         assert_eq!(lines.len(), 1);
-        assert!(matches!(crate::result::Record::from_line(&lines[0]).unwrap(), crate::result::Record::Case(_)));
+        assert!(matches!(
+            crate::result::Record::from_line(&lines[0]).unwrap(),
+            crate::result::Record::Case(_)
+        ));
     }
 
     #[test]
@@ -452,7 +563,11 @@ mod tests {
         assert_eq!(r.status, CaseStatus::Wrong);
         assert_eq!(r.verdict.kind, VerdictKind::Wrong);
         assert!(r.measurement.is_none());
-        assert!(r.verdict.reason.contains("before timing: 3 of 10"), "{}", r.verdict.reason);
+        assert!(
+            r.verdict.reason.contains("before timing: 3 of 10"),
+            "{}",
+            r.verdict.reason
+        );
         assert_eq!(runs, 1, "only the first run happens before the check");
         assert!(tally.any_failure());
     }
@@ -463,29 +578,64 @@ mod tests {
         let r = &tally.records[0];
         assert_eq!(r.status, CaseStatus::Wrong);
         assert!(r.measurement.is_none());
-        assert!(r.verdict.reason.starts_with("after timing"), "{}", r.verdict.reason);
+        assert!(
+            r.verdict.reason.starts_with("after timing"),
+            "{}",
+            r.verdict.reason
+        );
     }
 
     #[test]
     fn failures_are_isolated_and_the_sweep_goes_on() {
         let (tally, _, lines) = run_all(&[4, 5, 6, 7, 1]);
         let kinds: Vec<VerdictKind> = tally.records.iter().map(|r| r.verdict.kind).collect();
-        assert_eq!(kinds, vec![VerdictKind::Error, VerdictKind::Error, VerdictKind::Error, VerdictKind::Skipped, VerdictKind::NoSpec]);
+        assert_eq!(
+            kinds,
+            vec![
+                VerdictKind::Error,
+                VerdictKind::Error,
+                VerdictKind::Error,
+                VerdictKind::Skipped,
+                VerdictKind::NoSpec
+            ]
+        );
         assert!(tally.records[0].verdict.reason.contains("kernel exploded"));
-        assert!(tally.records[1].verdict.reason.contains("too many resources"));
-        assert!(tally.records[2].verdict.reason.contains("out of device memory"));
+        assert!(tally.records[1]
+            .verdict
+            .reason
+            .contains("too many resources"));
+        assert!(tally.records[2]
+            .verdict
+            .reason
+            .contains("out of device memory"));
         assert_eq!(tally.records[3].status, CaseStatus::Skipped);
         assert_eq!(lines.len(), 5, "every case is written, failed or not");
         let end = tally.end_record("run");
-        assert_eq!((end.cases, end.measured, end.errors, end.skipped, end.no_spec), (5, 1, 3, 1, 1));
+        assert_eq!(
+            (
+                end.cases,
+                end.measured,
+                end.errors,
+                end.skipped,
+                end.no_spec
+            ),
+            (5, 1, 3, 1, 1)
+        );
     }
 
     #[test]
     fn settings_are_validated() {
         assert!(RunSettings::default().validate().is_ok());
-        let bad = RunSettings { min_samples: 2, ..Default::default() };
+        let bad = RunSettings {
+            min_samples: 2,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("min_samples"));
-        let bad = RunSettings { max_samples: 5, min_samples: 10, ..Default::default() };
+        let bad = RunSettings {
+            max_samples: 5,
+            min_samples: 10,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("max_samples"));
     }
 }

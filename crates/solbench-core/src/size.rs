@@ -32,7 +32,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     let bytes = value * mult as f64;
     if bytes > (1u64 << 50) as f64 {
-        return Err(format!("'{text}' is larger than 1 PiB, which no device here can hold"));
+        return Err(format!(
+            "'{text}' is larger than 1 PiB, which no device here can hold"
+        ));
     }
     if bytes.fract() != 0.0 {
         return Err(format!("'{text}' is not a whole number of bytes"));
@@ -42,7 +44,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Formats bytes with a binary suffix, exact when possible (`32 KiB`, `1.5 MiB`).
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
     for (name, unit) in UNITS {
         if bytes >= unit {
             let v = bytes as f64 / unit as f64;
@@ -104,7 +111,10 @@ mod tests {
     fn rejects_nonsense_with_a_sentence() {
         for bad in ["", "K", "12Q", "-4K", "0", "1.3", "abc", "1e3"] {
             let err = parse_size(bad).unwrap_err();
-            assert!(err.contains(bad.trim()) || err.contains("size"), "{bad}: {err}");
+            assert!(
+                err.contains(bad.trim()) || err.contains("size"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -118,7 +128,10 @@ mod tests {
 
     #[test]
     fn sweeps_are_geometric_and_inclusive() {
-        assert_eq!(geometric_sweep(1024, 8192, 2.0), vec![1024, 2048, 4096, 8192]);
+        assert_eq!(
+            geometric_sweep(1024, 8192, 2.0),
+            vec![1024, 2048, 4096, 8192]
+        );
         assert_eq!(geometric_sweep(32 << 10, 16 << 30, 2.0).len(), 20);
         assert!(geometric_sweep(8, 4, 2.0).is_empty());
     }

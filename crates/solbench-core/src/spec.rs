@@ -83,7 +83,13 @@ pub const COMPUTE_KEYS: [&str; 8] = [
     "fp64_tensor_tflops",
 ];
 /// Device facts a spec may list.
-pub const DEVICE_KEYS: [&str; 5] = ["sm_count", "cu_count", "boost_clock_mhz", "tflops_clock_mhz", "tdp_w"];
+pub const DEVICE_KEYS: [&str; 5] = [
+    "sm_count",
+    "cu_count",
+    "boost_clock_mhz",
+    "tflops_clock_mhz",
+    "tdp_w",
+];
 
 /// One product's spec sheet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,29 +130,47 @@ pub struct Peak {
 impl Spec {
     /// Parses and checks one spec file; errors name the file and the field.
     pub fn parse(file: &str, text: &str) -> Result<Spec, String> {
-        let spec: Spec = toml::from_str(text).map_err(|e| format!("spec file {file}: {}", e.to_string().trim_end()))?;
-        let stem = file.rsplit('/').next().unwrap_or(file).trim_end_matches(".toml");
+        let spec: Spec = toml::from_str(text)
+            .map_err(|e| format!("spec file {file}: {}", e.to_string().trim_end()))?;
+        let stem = file
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".toml");
         if spec.id != stem {
-            return Err(format!("spec file {file}: id = \"{}\" must equal the file name \"{stem}\"", spec.id));
+            return Err(format!(
+                "spec file {file}: id = \"{}\" must equal the file name \"{stem}\"",
+                spec.id
+            ));
         }
         for key in spec.compute.keys() {
             if !COMPUTE_KEYS.contains(&key.as_str()) {
-                return Err(format!("spec file {file}: [compute] {key} is not a known peak (known: {})", COMPUTE_KEYS.join(", ")));
+                return Err(format!(
+                    "spec file {file}: [compute] {key} is not a known peak (known: {})",
+                    COMPUTE_KEYS.join(", ")
+                ));
             }
         }
         for key in spec.device.keys() {
             if !DEVICE_KEYS.contains(&key.as_str()) {
-                return Err(format!("spec file {file}: [device] {key} is not a known field (known: {})", DEVICE_KEYS.join(", ")));
+                return Err(format!(
+                    "spec file {file}: [device] {key} is not a known field (known: {})",
+                    DEVICE_KEYS.join(", ")
+                ));
             }
         }
         for (key, e) in &spec.expected {
+            crate::verdict::check_metric_name(key)
+                .map_err(|why| format!("spec file {file}: [expected] \"{key}\": {why}"))?;
             e.validate(&format!("spec file {file}: [expected] \"{key}\""))?;
         }
         for id in &spec.matching.pci_device_ids {
             parse_hex(id).ok_or_else(|| format!("spec file {file}: [match] pci_device_ids entry \"{id}\" is not hex like \"0x2330\""))?;
         }
         if spec.matching.names.is_empty() && spec.matching.pci_device_ids.is_empty() {
-            return Err(format!("spec file {file}: [match] needs names or pci_device_ids"));
+            return Err(format!(
+                "spec file {file}: [match] needs names or pci_device_ids"
+            ));
         }
         Ok(spec)
     }
@@ -154,13 +178,27 @@ impl Spec {
     /// Does `device` match this product?
     pub fn matches(&self, device: &DeviceInfo) -> bool {
         if let Some(id) = device.pci_device_id {
-            if self.matching.pci_device_ids.iter().filter_map(|s| parse_hex(s)).any(|x| x == id) {
+            if self
+                .matching
+                .pci_device_ids
+                .iter()
+                .filter_map(|s| parse_hex(s))
+                .any(|x| x == id)
+            {
                 return true;
             }
         }
         let name = device.name.to_ascii_lowercase();
-        let named = self.matching.names.iter().any(|n| name.contains(&n.to_ascii_lowercase()));
-        let excluded = self.matching.exclude_names.iter().any(|n| name.contains(&n.to_ascii_lowercase()));
+        let named = self
+            .matching
+            .names
+            .iter()
+            .any(|n| name.contains(&n.to_ascii_lowercase()));
+        let excluded = self
+            .matching
+            .exclude_names
+            .iter()
+            .any(|n| name.contains(&n.to_ascii_lowercase()));
         let memory_ok = match (self.matching.memory_gib, device.memory_bytes) {
             (Some([lo, hi]), Some(bytes)) => {
                 let gib = bytes as f64 / (1u64 << 30) as f64;
@@ -177,7 +215,9 @@ impl Spec {
     pub fn compute_peak(&self, key: &str) -> Option<Peak> {
         // AMD lists an FP32 matrix (MFMA) peak apart from the vector one; an FP32 GEMM
         // runs on the matrix units there, so that peak wins when a spec has it.
-        let matrix = (key == "fp32").then(|| self.compute.get("fp32_matrix_tflops")).flatten();
+        let matrix = (key == "fp32")
+            .then(|| self.compute.get("fp32_matrix_tflops"))
+            .flatten();
         let v = matrix.or_else(|| self.compute.get(&format!("{key}_tflops")))?;
         Some(Peak {
             value: v.value,
@@ -231,7 +271,10 @@ impl SpecDb {
             _ => Err(format!(
                 "device '{}' matches several spec sheets ({}); not judging against any",
                 device.name,
-                hits.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+                hits.iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
@@ -284,26 +327,42 @@ mod tests {
         assert!(!s.matches(&dev("NVIDIA H100 80GB HBM3", 139.0, None)));
         let mut no_mem = dev("NVIDIA H100 80GB HBM3", 0.0, None);
         no_mem.memory_bytes = None;
-        assert!(!s.matches(&no_mem), "a memory range that cannot be confirmed is not a match");
+        assert!(
+            !s.matches(&no_mem),
+            "a memory range that cannot be confirmed is not a match"
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_field() {
         let typo = H100.replace("bandwidth_gb_s", "bandwith_gb_s");
         let err = Spec::parse("nvidia-h100-sxm.toml", &typo).unwrap_err();
-        assert!(err.contains("nvidia-h100-sxm.toml") && err.contains("bandwith_gb_s"), "{err}");
+        assert!(
+            err.contains("nvidia-h100-sxm.toml") && err.contains("bandwith_gb_s"),
+            "{err}"
+        );
         let wrong_id = H100.replace("id = \"nvidia-h100-sxm\"", "id = \"h100\"");
-        assert!(Spec::parse("nvidia-h100-sxm.toml", &wrong_id).unwrap_err().contains("must equal the file name"));
+        assert!(Spec::parse("nvidia-h100-sxm.toml", &wrong_id)
+            .unwrap_err()
+            .contains("must equal the file name"));
         let bad_key = H100.replace("fp16_tflops", "fp16_sparse_tflops");
-        assert!(Spec::parse("nvidia-h100-sxm.toml", &bad_key).unwrap_err().contains("fp16_sparse_tflops"));
+        assert!(Spec::parse("nvidia-h100-sxm.toml", &bad_key)
+            .unwrap_err()
+            .contains("fp16_sparse_tflops"));
         let bad_exp = H100.replace("pass = 0.72, warn = 0.62", "pass = 0.5, warn = 0.62");
-        assert!(Spec::parse("nvidia-h100-sxm.toml", &bad_exp).unwrap_err().contains("warn <= pass"));
+        assert!(Spec::parse("nvidia-h100-sxm.toml", &bad_exp)
+            .unwrap_err()
+            .contains("warn <= pass"));
     }
 
     #[test]
     fn host_cpus_match_nothing() {
         let db = SpecDb::parse(&[("nvidia-h100-sxm.toml", H100)]).unwrap();
-        let cpu = DeviceInfo { backend: "host".into(), name: "Intel(R) Xeon(R) Processor".into(), ..Default::default() };
+        let cpu = DeviceInfo {
+            backend: "host".into(),
+            name: "Intel(R) Xeon(R) Processor".into(),
+            ..Default::default()
+        };
         assert!(db.match_device(&cpu).unwrap().is_none());
         assert_eq!(db.find("h100").len(), 1);
         assert_eq!(db.find("nvidia-h100-sxm").len(), 1);

@@ -29,9 +29,17 @@ impl Stats {
         let mut sorted = samples.to_vec();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let n = sorted.len();
-        let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+        };
         let mean = sorted.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        let var = if n > 1 {
+            sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
         Some(Stats {
             samples: n,
             iters_per_sample,

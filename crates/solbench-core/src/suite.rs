@@ -212,16 +212,18 @@ pub struct PlanTarget<'a> {
 impl Suite {
     /// Parses and fully validates a suite file; the error names the file and field.
     pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
-        let suite: Suite = toml::from_str(text).map_err(|e| format!("suite file {file}: {}", one_line(&e.to_string())))?;
-        suite.validate().map_err(|e| format!("suite file {file}: {e}"))?;
+        let suite: Suite = toml::from_str(text)
+            .map_err(|e| format!("suite file {file}: {}", one_line(&e.to_string())))?;
+        suite
+            .validate()
+            .map_err(|e| format!("suite file {file}: {e}"))?;
         Ok(suite)
     }
 
     pub fn profile(name: &str) -> Result<Suite, String> {
-        let (_, text) = PROFILES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| format!("'{name}' is not a profile: choose from quick, standard, full"))?;
+        let (_, text) = PROFILES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            format!("'{name}' is not a profile: choose from quick, standard, full")
+        })?;
         Suite::parse(&format!("profile {name}"), text)
     }
 
@@ -230,16 +232,23 @@ impl Suite {
         let mut s = RunSettings::default();
         self.settings.apply(&mut s);
         s.validate().map_err(|e| format!("settings: {e}"))?;
-        if self.memory.is_empty() && self.gemm.is_empty() && self.attention.is_empty() && self.collective.is_empty() {
+        if self.memory.is_empty()
+            && self.gemm.is_empty()
+            && self.attention.is_empty()
+            && self.collective.is_empty()
+        {
             return Err("the suite has no [[memory]], [[gemm]], [[attention]] or [[collective]] entries, so there is nothing to run".into());
         }
         for (i, m) in self.memory.iter().enumerate() {
             let at = format!("memory[{i}]");
             memory_ops(m).map_err(|e| format!("{at}.ops: {e}"))?;
             memory_dtype(m).map_err(|e| format!("{at}.dtype: {e}"))?;
-            let ways = m.sizes.is_some() as u8 + m.sweep.is_some() as u8 + (m.levels == Some(true)) as u8;
+            let ways =
+                m.sizes.is_some() as u8 + m.sweep.is_some() as u8 + (m.levels == Some(true)) as u8;
             if ways != 1 {
-                return Err(format!("{at}: give exactly one of sizes, sweep or levels = true"));
+                return Err(format!(
+                    "{at}: give exactly one of sizes, sweep or levels = true"
+                ));
             }
             if let Some(sizes) = &m.sizes {
                 for (j, s) in sizes.iter().enumerate() {
@@ -251,11 +260,17 @@ impl Suite {
                 if sw.to != "auto" {
                     let to = parse_size(&sw.to).map_err(|e| format!("{at}.sweep.to: {e}"))?;
                     if to < from {
-                        return Err(format!("{at}.sweep: to ({}) is smaller than from ({})", sw.to, sw.from));
+                        return Err(format!(
+                            "{at}.sweep: to ({}) is smaller than from ({})",
+                            sw.to, sw.from
+                        ));
                     }
                 }
                 if !(sw.factor > 1.0 && sw.factor <= 16.0) {
-                    return Err(format!("{at}.sweep.factor: must be greater than 1 and at most 16, got {}", sw.factor));
+                    return Err(format!(
+                        "{at}.sweep.factor: must be greater than 1 and at most 16, got {}",
+                        sw.factor
+                    ));
                 }
             }
         }
@@ -268,13 +283,15 @@ impl Suite {
                 Dtype::parse(d).map_err(|e| format!("{at}.dtypes[{j}]: {e}"))?;
             }
             if g.shapes.is_none() && g.square.is_none() {
-                return Err(format!("{at}: give shapes = [\"MxNxK\", ...] or square = {{ from, to }}"));
+                return Err(format!(
+                    "{at}: give shapes = [\"MxNxK\", ...] or square = {{ from, to }}"
+                ));
             }
             for (j, s) in g.shapes.iter().flatten().enumerate() {
                 GemmCase::parse_shape(s).map_err(|e| format!("{at}.shapes[{j}]: {e}"))?;
             }
             if let Some(sq) = &g.square {
-                if sq.from == 0 || sq.to < sq.from || !(sq.factor > 1.0) {
+                if sq.from == 0 || sq.to < sq.from || sq.factor.is_nan() || sq.factor <= 1.0 {
                     return Err(format!("{at}.square: needs 1 <= from <= to and factor > 1"));
                 }
             }
@@ -315,7 +332,11 @@ impl Suite {
             }
             for &op in &ops {
                 for &ws in &sizes {
-                    plan.cases.push(Case::Memory(MemoryCase { op, working_set: ws, dtype }));
+                    plan.cases.push(Case::Memory(MemoryCase {
+                        op,
+                        working_set: ws,
+                        dtype,
+                    }));
                 }
             }
         }
@@ -337,10 +358,14 @@ impl Suite {
             }
         }
         for a in &self.attention {
-            plan.cases.extend(attention_cases(a).map_err(|e| format!("attention{e}"))?);
+            plan.cases
+                .extend(attention_cases(a).map_err(|e| format!("attention{e}"))?);
         }
         for c in &self.collective {
-            plan.cases.extend(collective_cases(c, target.device_count.max(1)).map_err(|e| format!("collective{e}"))?);
+            plan.cases.extend(
+                collective_cases(c, target.device_count.max(1))
+                    .map_err(|e| format!("collective{e}"))?,
+            );
         }
         Ok(plan)
     }
@@ -348,7 +373,11 @@ impl Suite {
 
 fn one_line(s: &str) -> String {
     // toml's errors span several lines (a snippet with a caret); keep them readable on one.
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn memory_ops(m: &MemorySweep) -> Result<Vec<MemoryOp>, String> {
@@ -362,14 +391,21 @@ fn memory_ops(m: &MemorySweep) -> Result<Vec<MemoryOp>, String> {
 fn memory_dtype(m: &MemorySweep) -> Result<Dtype, String> {
     let d = Dtype::parse(m.dtype.as_deref().unwrap_or("f64"))?;
     if !matches!(d, Dtype::F64 | Dtype::F32) {
-        return Err(format!("memory kernels run on f64 or f32 elements, not {d}"));
+        return Err(format!(
+            "memory kernels run on f64 or f32 elements, not {d}"
+        ));
     }
     Ok(d)
 }
 
 fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String> {
     let levels = &device.memory_levels;
-    let last_cache = levels.iter().rev().nth(1).map(|l| l.bytes).unwrap_or(32 << 20);
+    let last_cache = levels
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|l| l.bytes)
+        .unwrap_or(32 << 20);
     // Main memory measured well past the last cache (8x), and never below 256 MiB.
     let main = (last_cache * 8).max(256 << 20);
     if let Some(sizes) = &m.sizes {
@@ -377,11 +413,19 @@ fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String
     }
     if let Some(sw) = &m.sweep {
         let from = parse_size(&sw.from)?;
-        let to = if sw.to == "auto" { main } else { parse_size(&sw.to)? };
+        let to = if sw.to == "auto" {
+            main
+        } else {
+            parse_size(&sw.to)?
+        };
         return Ok(geometric_sweep(from, to, sw.factor));
     }
     // levels = true: half of each cache level's capacity, then main memory.
-    let mut out: Vec<u64> = levels.iter().take(levels.len().saturating_sub(1)).map(|l| (l.bytes / 2).max(4096)).collect();
+    let mut out: Vec<u64> = levels
+        .iter()
+        .take(levels.len().saturating_sub(1))
+        .map(|l| (l.bytes / 2).max(4096))
+        .collect();
     out.push(main);
     out.dedup();
     Ok(out)
@@ -389,17 +433,31 @@ fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String
 
 fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
     let phase = AttentionPhase::parse(&a.phase).map_err(|e| format!(".phase: {e}"))?;
-    let preset = a.preset.as_deref().map(attention_preset).transpose().map_err(|e| format!(".preset: {e}"))?;
+    let preset = a
+        .preset
+        .as_deref()
+        .map(attention_preset)
+        .transpose()
+        .map_err(|e| format!(".preset: {e}"))?;
     let variant = match (&a.variant, preset) {
         (Some(v), _) => AttentionVariant::parse(v).map_err(|e| format!(".variant: {e}"))?,
-        (None, Some(p)) if phase == AttentionPhase::Prefill && p.prefill.is_some() => AttentionVariant::Mha,
+        (None, Some(p)) if phase == AttentionPhase::Prefill && p.prefill.is_some() => {
+            AttentionVariant::Mha
+        }
         (None, Some(p)) => p.variant,
         (None, None) => return Err(": give variant (mha, gqa, mla) or a model preset".into()),
     };
     let (mut q_heads, mut kv_heads, mut dqk, mut dv) = match preset {
         Some(p) => match (phase, p.prefill) {
-            (AttentionPhase::Prefill, Some(pre)) => (Some(pre.0), Some(pre.1), Some(pre.2), Some(pre.3)),
-            _ => (Some(p.q_heads), Some(p.kv_heads), Some(p.head_dim_qk), Some(p.head_dim_v)),
+            (AttentionPhase::Prefill, Some(pre)) => {
+                (Some(pre.0), Some(pre.1), Some(pre.2), Some(pre.3))
+            }
+            _ => (
+                Some(p.q_heads),
+                Some(p.kv_heads),
+                Some(p.head_dim_qk),
+                Some(p.head_dim_v),
+            ),
         },
         None => (None, None, None, None),
     };
@@ -409,24 +467,47 @@ fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
         AttentionVariant::Mla => Some(1),
         AttentionVariant::Gqa => None,
     });
-    dqk = a.head_dim_qk.or(a.head_dim).or(dqk).or((variant == AttentionVariant::Mla).then_some(576));
+    dqk = a
+        .head_dim_qk
+        .or(a.head_dim)
+        .or(dqk)
+        .or((variant == AttentionVariant::Mla).then_some(576));
     dv = a.head_dim_v.or(a.head_dim).or(dv).or(match variant {
         AttentionVariant::Mla => Some(512),
         _ => dqk,
     });
-    let need = |v: Option<u64>, name: &str| v.ok_or_else(|| format!(".{name}: missing (give it, or a preset)"));
-    let (q_heads, kv_heads, dqk, dv) = (need(q_heads, "q_heads")?, need(kv_heads, "kv_heads")?, need(dqk, "head_dim")?, need(dv, "head_dim_v")?);
-    let dtype = Dtype::parse(a.dtype.as_deref().unwrap_or("bf16")).map_err(|e| format!(".dtype: {e}"))?;
+    let need = |v: Option<u64>, name: &str| {
+        v.ok_or_else(|| format!(".{name}: missing (give it, or a preset)"))
+    };
+    let (q_heads, kv_heads, dqk, dv) = (
+        need(q_heads, "q_heads")?,
+        need(kv_heads, "kv_heads")?,
+        need(dqk, "head_dim")?,
+        need(dv, "head_dim_v")?,
+    );
+    let dtype =
+        Dtype::parse(a.dtype.as_deref().unwrap_or("bf16")).map_err(|e| format!(".dtype: {e}"))?;
     if !matches!(dtype, Dtype::Bf16 | Dtype::F16 | Dtype::F32) {
-        return Err(format!(".dtype: attention runs in bf16, f16 or f32, not {dtype}"));
+        return Err(format!(
+            ".dtype: attention runs in bf16, f16 or f32, not {dtype}"
+        ));
     }
-    let kv_dtype = a.kv_dtype.as_deref().map(Dtype::parse).transpose().map_err(|e| format!(".kv_dtype: {e}"))?;
+    let kv_dtype = a
+        .kv_dtype
+        .as_deref()
+        .map(Dtype::parse)
+        .transpose()
+        .map_err(|e| format!(".kv_dtype: {e}"))?;
     let kv_layout = match a.page_size {
         Some(p) => KvLayout::Paged { page_size: p },
         None => KvLayout::Contiguous,
     };
     let batches = a.batch.as_ref().map(|b| b.values()).unwrap_or(vec![1]);
-    let kv_lens = a.kv_len.as_ref().map(|b| b.values()).ok_or(".kv_len: missing")?;
+    let kv_lens = a
+        .kv_len
+        .as_ref()
+        .map(|b| b.values())
+        .ok_or(".kv_len: missing")?;
     let q_lens = match phase {
         AttentionPhase::Decode => {
             if a.q_len.as_ref().is_some_and(|q| q.values() != vec![1]) {
@@ -441,7 +522,11 @@ fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
     for &batch in &batches {
         for &kv_len in &kv_lens {
             // Prefill without q_len: self-attention over the whole prompt (q_len = kv_len).
-            let qs = if q_lens.is_empty() { vec![kv_len] } else { q_lens.clone() };
+            let qs = if q_lens.is_empty() {
+                vec![kv_len]
+            } else {
+                q_lens.clone()
+            };
             for &q_len in &qs {
                 let case = AttentionCase {
                     variant,
@@ -470,25 +555,42 @@ fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
 fn collective_cases(c: &CollectiveSweep, ranks_default: u32) -> Result<Vec<Case>, String> {
     let ops: Vec<CollectiveOp> = match &c.ops {
         None => vec![CollectiveOp::AllReduce],
-        Some(ops) => ops.iter().map(|o| CollectiveOp::parse(o)).collect::<Result<_, _>>().map_err(|e| format!(".ops: {e}"))?,
+        Some(ops) => ops
+            .iter()
+            .map(|o| CollectiveOp::parse(o))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!(".ops: {e}"))?,
     };
-    let min = parse_size(c.min_bytes.as_deref().unwrap_or("32K")).map_err(|e| format!(".min_bytes: {e}"))?;
-    let max = parse_size(c.max_bytes.as_deref().unwrap_or("16G")).map_err(|e| format!(".max_bytes: {e}"))?;
+    let min = parse_size(c.min_bytes.as_deref().unwrap_or("32K"))
+        .map_err(|e| format!(".min_bytes: {e}"))?;
+    let max = parse_size(c.max_bytes.as_deref().unwrap_or("16G"))
+        .map_err(|e| format!(".max_bytes: {e}"))?;
     if max < min {
-        return Err(format!(".max_bytes: {} is smaller than min_bytes {}", format_size(max), format_size(min)));
+        return Err(format!(
+            ".max_bytes: {} is smaller than min_bytes {}",
+            format_size(max),
+            format_size(min)
+        ));
     }
     let factor = c.step_factor.unwrap_or(2.0);
-    if !(factor > 1.0) {
-        return Err(format!(".step_factor: must be greater than 1, got {factor}"));
+    if factor.is_nan() || factor <= 1.0 {
+        return Err(format!(
+            ".step_factor: must be greater than 1, got {factor}"
+        ));
     }
-    let dtype = Dtype::parse(c.dtype.as_deref().unwrap_or("f32")).map_err(|e| format!(".dtype: {e}"))?;
+    let dtype =
+        Dtype::parse(c.dtype.as_deref().unwrap_or("f32")).map_err(|e| format!(".dtype: {e}"))?;
     let reduce = match c.reduce.as_deref().unwrap_or("sum") {
         "sum" => ReduceOp::Sum,
         "prod" => ReduceOp::Prod,
         "max" => ReduceOp::Max,
         "min" => ReduceOp::Min,
         "avg" => ReduceOp::Avg,
-        other => return Err(format!(".reduce: '{other}' is not a reduction: choose from sum, prod, max, min, avg")),
+        other => {
+            return Err(format!(
+                ".reduce: '{other}' is not a reduction: choose from sum, prod, max, min, avg"
+            ))
+        }
     };
     let ranks = c.ranks.unwrap_or(ranks_default);
     if ranks == 0 {
@@ -521,10 +623,26 @@ mod tests {
             backend: "host".into(),
             name: "test cpu".into(),
             memory_levels: vec![
-                MemoryLevel { name: "L1d".into(), bytes: 96 << 10, detail: String::new() },
-                MemoryLevel { name: "L2".into(), bytes: 4 << 20, detail: String::new() },
-                MemoryLevel { name: "L3".into(), bytes: 32 << 20, detail: String::new() },
-                MemoryLevel { name: "DRAM".into(), bytes: 64 << 30, detail: String::new() },
+                MemoryLevel {
+                    name: "L1d".into(),
+                    bytes: 96 << 10,
+                    detail: String::new(),
+                },
+                MemoryLevel {
+                    name: "L2".into(),
+                    bytes: 4 << 20,
+                    detail: String::new(),
+                },
+                MemoryLevel {
+                    name: "L3".into(),
+                    bytes: 32 << 20,
+                    detail: String::new(),
+                },
+                MemoryLevel {
+                    name: "DRAM".into(),
+                    bytes: 64 << 30,
+                    detail: String::new(),
+                },
             ],
             ..Default::default()
         }
@@ -535,17 +653,32 @@ mod tests {
         let dev = cpu();
         for (name, _) in PROFILES {
             let suite = Suite::profile(name).unwrap();
-            let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 8 << 30, device_count: 1 }).unwrap();
+            let plan = suite
+                .plan(&PlanTarget {
+                    device: &dev,
+                    memory_budget: 8 << 30,
+                    device_count: 1,
+                })
+                .unwrap();
             assert!(!plan.cases.is_empty(), "{name}");
             for f in [Family::Memory, Family::Gemm, Family::Attention] {
-                assert!(plan.cases.iter().any(|c| c.family() == f), "{name} has no {f} case");
+                assert!(
+                    plan.cases.iter().any(|c| c.family() == f),
+                    "{name} has no {f} case"
+                );
             }
         }
     }
 
     #[test]
     fn levels_put_one_size_in_each_cache_and_one_past_them() {
-        let m = MemorySweep { ops: None, dtype: None, sizes: None, sweep: None, levels: Some(true) };
+        let m = MemorySweep {
+            ops: None,
+            dtype: None,
+            sizes: None,
+            sweep: None,
+            levels: Some(true),
+        };
         let sizes = memory_sizes(&m, &cpu()).unwrap();
         assert_eq!(sizes, vec![48 << 10, 2 << 20, 16 << 20, 256 << 20]);
         let dev = cpu();
@@ -556,9 +689,19 @@ mod tests {
 
     #[test]
     fn oversized_memory_cases_are_dropped_with_a_note() {
-        let suite = Suite::parse("t.toml", "[[memory]]\nops = [\"copy\"]\nsizes = [\"1M\", \"64G\"]\n").unwrap();
+        let suite = Suite::parse(
+            "t.toml",
+            "[[memory]]\nops = [\"copy\"]\nsizes = [\"1M\", \"64G\"]\n",
+        )
+        .unwrap();
         let dev = cpu();
-        let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 1 << 30, device_count: 1 }).unwrap();
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 1 << 30,
+                device_count: 1,
+            })
+            .unwrap();
         assert_eq!(plan.cases.len(), 1);
         assert!(plan.notes[0].contains("dropped"), "{:?}", plan.notes);
     }
@@ -581,7 +724,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = Suite::parse("t.toml", text).unwrap_err();
-            assert!(err.contains(want), "for {text:?}\n got: {err}\nwant: {want}");
+            assert!(
+                err.contains(want),
+                "for {text:?}\n got: {err}\nwant: {want}"
+            );
             assert!(err.starts_with("suite file t.toml"), "{err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
@@ -595,21 +741,65 @@ mod tests {
         )
         .unwrap();
         let dev = cpu();
-        let plan = suite.plan(&PlanTarget { device: &dev, memory_budget: 1 << 30, device_count: 1 }).unwrap();
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 1 << 30,
+                device_count: 1,
+            })
+            .unwrap();
         assert_eq!(plan.cases.len(), 3);
-        let Case::Attention(a) = &plan.cases[0] else { panic!() };
-        assert_eq!((a.variant, a.q_heads, a.kv_heads, a.head_dim_qk, a.head_dim_v), (AttentionVariant::Mla, 128, 1, 576, 512));
+        let Case::Attention(a) = &plan.cases[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                a.variant,
+                a.q_heads,
+                a.kv_heads,
+                a.head_dim_qk,
+                a.head_dim_v
+            ),
+            (AttentionVariant::Mla, 128, 1, 576, 512)
+        );
         assert_eq!(a.kv_layout, KvLayout::Paged { page_size: 64 });
-        let Case::Attention(p) = &plan.cases[2] else { panic!() };
-        assert_eq!((p.variant, p.q_heads, p.kv_heads, p.head_dim_qk, p.head_dim_v, p.q_len, p.causal), (AttentionVariant::Mha, 128, 128, 192, 128, 512, true));
+        let Case::Attention(p) = &plan.cases[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                p.variant,
+                p.q_heads,
+                p.kv_heads,
+                p.head_dim_qk,
+                p.head_dim_v,
+                p.q_len,
+                p.causal
+            ),
+            (AttentionVariant::Mha, 128, 128, 192, 128, 512, true)
+        );
     }
 
     #[test]
     fn collective_sweeps_follow_nccl_tests_defaults() {
-        let c = CollectiveSweep { ops: None, min_bytes: None, max_bytes: None, step_factor: None, dtype: None, reduce: None, in_place: None, ranks: None };
+        let c = CollectiveSweep {
+            ops: None,
+            min_bytes: None,
+            max_bytes: None,
+            step_factor: None,
+            dtype: None,
+            reduce: None,
+            in_place: None,
+            ranks: None,
+        };
         let cases = collective_cases(&c, 8).unwrap();
         assert_eq!(cases.len(), 20); // 32K .. 16G by 2
-        let Case::Collective(first) = &cases[0] else { panic!() };
-        assert_eq!((first.bytes, first.ranks, first.reduce), (32 << 10, 8, Some(ReduceOp::Sum)));
+        let Case::Collective(first) = &cases[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (first.bytes, first.ranks, first.reduce),
+            (32 << 10, 8, Some(ReduceOp::Sum))
+        );
     }
 }

@@ -42,7 +42,10 @@ impl VerdictKind {
 
     /// Whether this outcome makes the run exit 1.
     pub fn is_failure(self) -> bool {
-        matches!(self, VerdictKind::Fail | VerdictKind::Wrong | VerdictKind::Error)
+        matches!(
+            self,
+            VerdictKind::Fail | VerdictKind::Wrong | VerdictKind::Error
+        )
     }
 }
 
@@ -67,7 +70,15 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn simple(kind: VerdictKind, reason: impl Into<String>) -> Verdict {
-        Verdict { kind, metric: None, efficiency: None, peak: None, expected: None, spec: None, reason: reason.into() }
+        Verdict {
+            kind,
+            metric: None,
+            efficiency: None,
+            peak: None,
+            expected: None,
+            spec: None,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -84,7 +95,11 @@ pub fn default_expectation(metric: &str) -> Option<Expectation> {
         "attention.decode" => (0.70, 0.55, "decode is bound by reading the KV cache: a good split-KV kernel runs near the HBM roofline"),
         _ => return None,
     };
-    Some(Expectation { pass, warn, why: Some(why.into()) })
+    Some(Expectation {
+        pass,
+        warn,
+        why: Some(why.into()),
+    })
 }
 
 /// User overrides of expected efficiencies (the `--acceptance` TOML file).
@@ -113,8 +128,11 @@ pub struct ProductAcceptance {
 
 impl Acceptance {
     pub fn parse(file: &str, text: &str, specs: &SpecDb) -> Result<Acceptance, String> {
-        let acc: Acceptance = toml::from_str(text).map_err(|e| format!("acceptance file {file}: {}", e.to_string().trim_end()))?;
+        let acc: Acceptance = toml::from_str(text)
+            .map_err(|e| format!("acceptance file {file}: {}", e.to_string().trim_end()))?;
         for (k, e) in &acc.expected {
+            check_metric_name(k)
+                .map_err(|why| format!("acceptance file {file}: [expected] \"{k}\": {why}"))?;
             e.validate(&format!("acceptance file {file}: [expected] \"{k}\""))?;
         }
         for (id, p) in &acc.product {
@@ -122,10 +140,33 @@ impl Acceptance {
                 return Err(format!("acceptance file {file}: [product.\"{id}\"] names no known product (see `solbench specs`)"));
             }
             for (k, e) in &p.expected {
-                e.validate(&format!("acceptance file {file}: [product.\"{id}\".expected] \"{k}\""))?;
+                check_metric_name(k).map_err(|why| {
+                    format!("acceptance file {file}: [product.\"{id}\".expected] \"{k}\": {why}")
+                })?;
+                e.validate(&format!(
+                    "acceptance file {file}: [product.\"{id}\".expected] \"{k}\""
+                ))?;
             }
         }
         Ok(acc)
+    }
+}
+
+/// Checks a metric key is one solbench judges, so a typo in an acceptance file is an
+/// error instead of a silently ignored threshold.
+pub fn check_metric_name(key: &str) -> Result<(), String> {
+    let (family, metric) = key.split_once('.').unwrap_or((key, ""));
+    let ok = match family {
+        "memory" => metric == "dram" || (metric.starts_with('l') && metric.len() <= 3),
+        "gemm" => ["fp8", "bf16", "fp16", "tf32", "fp32", "fp64"].contains(&metric),
+        "attention" => ["prefill", "decode"].contains(&metric),
+        "collective" => crate::case::CollectiveOp::parse(metric).is_ok(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("not a metric solbench judges (memory.dram, memory.l2, gemm.{fp8,bf16,fp16,tf32,fp32,fp64}, attention.{prefill,decode}, collective.<op>)".into())
     }
 }
 
@@ -142,17 +183,32 @@ impl<'a> Judge<'a> {
     pub fn new(device: &'a DeviceInfo, specs: &'a SpecDb, acceptance: &'a Acceptance) -> Judge<'a> {
         let (spec, no_spec_reason) = match specs.match_device(device) {
             Ok(Some(s)) => (Some(s), String::new()),
-            Ok(None) => (None, format!("no spec sheet matches '{}', so it is not judged", device.name)),
+            Ok(None) => (
+                None,
+                format!(
+                    "no spec sheet matches '{}', so it is not judged",
+                    device.name
+                ),
+            ),
             Err(e) => (None, e),
         };
-        Judge { device, spec, no_spec_reason, acceptance }
+        Judge {
+            device,
+            spec,
+            no_spec_reason,
+            acceptance,
+        }
     }
 
     /// The metric key and the level label of a case on this device.
     pub fn metric_key(&self, case: &Case) -> String {
         match case {
             Case::Memory(m) => {
-                let level = self.device.level_for(m.working_set).map(|l| l.name.as_str()).unwrap_or("memory");
+                let level = self
+                    .device
+                    .level_for(m.working_set)
+                    .map(|l| l.name.as_str())
+                    .unwrap_or("memory");
                 if self.device.main_memory().map(|l| l.name.as_str()) == Some(level) {
                     "memory.dram".into()
                 } else {
@@ -167,7 +223,12 @@ impl<'a> Judge<'a> {
 
     fn expectation(&self, metric: &str) -> Option<Expectation> {
         if let Some(spec) = self.spec {
-            if let Some(e) = self.acceptance.product.get(&spec.id).and_then(|p| p.expected.get(metric)) {
+            if let Some(e) = self
+                .acceptance
+                .product
+                .get(&spec.id)
+                .and_then(|p| p.expected.get(metric))
+            {
                 return Some(e.clone());
             }
         }
@@ -187,19 +248,31 @@ impl<'a> Judge<'a> {
             Case::Memory(m) => {
                 let metric = self.metric_key(case);
                 if metric != "memory.dram" {
-                    let level = self.device.level_for(m.working_set).map(|l| l.name.clone()).unwrap_or_default();
-                    return Err(format!("the working set fits in {level}; {} publishes no {level} bandwidth", spec.name));
+                    let level = self
+                        .device
+                        .level_for(m.working_set)
+                        .map(|l| l.name.clone())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "the working set fits in {level}; {} publishes no {level} bandwidth",
+                        spec.name
+                    ));
                 }
-                spec.memory_peak().ok_or_else(|| format!("{} lists no memory bandwidth", spec.name))
+                spec.memory_peak()
+                    .ok_or_else(|| format!("{} lists no memory bandwidth", spec.name))
             }
             Case::Gemm(g) => spec
                 .compute_peak(g.dtype.peak_key())
                 .ok_or_else(|| format!("{} lists no dense {} peak", spec.name, g.dtype.peak_key())),
             Case::Attention(a) => {
                 // Roofline: min(peak FLOP/s, peak bandwidth x arithmetic intensity).
-                let key = if a.dtype == crate::case::Dtype::F16 { "fp16" } else { "bf16" };
-                let flops = spec.compute_peak(key).ok_or_else(|| format!("{} lists no dense {key} peak", spec.name))?;
-                let bw = spec.memory_peak().ok_or_else(|| format!("{} lists no memory bandwidth", spec.name))?;
+                let key = a.dtype.peak_key();
+                let flops = spec
+                    .compute_peak(key)
+                    .ok_or_else(|| format!("{} lists no dense {key} peak", spec.name))?;
+                let bw = spec
+                    .memory_peak()
+                    .ok_or_else(|| format!("{} lists no memory bandwidth", spec.name))?;
                 let intensity = work.intensity().unwrap_or(0.0);
                 let bound_tflops = (bw.value * 1e9 * intensity / 1e12).min(flops.value);
                 let memory_bound = bound_tflops < flops.value;
@@ -220,12 +293,21 @@ impl<'a> Judge<'a> {
                     source: format!("{}; {}", bw.source, flops.source),
                 })
             }
-            Case::Collective(_) => Err("collective bandwidth is judged by the collectives runner".into()),
+            Case::Collective(_) => {
+                Err("collective bandwidth is judged by the collectives runner".into())
+            }
         }
     }
 
     /// Judges a verified measurement whose headline value is `value`.
-    pub fn judge(&self, case: &Case, work: &Work, headline: Headline, value: f64, throttled: bool) -> Verdict {
+    pub fn judge(
+        &self,
+        case: &Case,
+        work: &Work,
+        headline: Headline,
+        value: f64,
+        throttled: bool,
+    ) -> Verdict {
         let metric = self.metric_key(case);
         let peak = match self.peak(case, work, headline) {
             Ok(p) => p,
@@ -246,10 +328,20 @@ impl<'a> Judge<'a> {
             spec: self.spec.map(|s| s.id.clone()),
             reason: String::new(),
         };
-        let measured = format!("{} {} is {:.1}% of the {} {} {}", fmt_value(value), peak.unit, efficiency * 100.0, fmt_value(peak.value), peak.unit, peak.what);
+        let measured = format!(
+            "{} {} is {:.1}% of the {} {} {}",
+            fmt_value(value),
+            peak.unit,
+            efficiency * 100.0,
+            fmt_value(peak.value),
+            peak.unit,
+            peak.what
+        );
         if throttled {
             verdict.kind = VerdictKind::Inconclusive;
-            verdict.reason = format!("{measured}, but the device throttled during the measurement, so it is not judged");
+            verdict.reason = format!(
+                "{measured}, but the device throttled during the measurement, so it is not judged"
+            );
             return verdict;
         }
         let Some(exp) = self.expectation(&metric) else {
@@ -257,11 +349,28 @@ impl<'a> Judge<'a> {
             return verdict;
         };
         let (kind, tail) = if efficiency >= exp.pass {
-            (VerdictKind::Pass, format!("a healthy device reaches at least {:.0}%", exp.pass * 100.0))
+            (
+                VerdictKind::Pass,
+                format!("a healthy device reaches at least {:.0}%", exp.pass * 100.0),
+            )
         } else if efficiency >= exp.warn {
-            (VerdictKind::Warn, format!("below the {:.0}% a healthy device reaches, above the {:.0}% failure line", exp.pass * 100.0, exp.warn * 100.0))
+            (
+                VerdictKind::Warn,
+                format!(
+                    "below the {:.0}% a healthy device reaches, above the {:.0}% failure line",
+                    exp.pass * 100.0,
+                    exp.warn * 100.0
+                ),
+            )
         } else {
-            (VerdictKind::Fail, format!("below the {:.0}% failure line (healthy is {:.0}% or more)", exp.warn * 100.0, exp.pass * 100.0))
+            (
+                VerdictKind::Fail,
+                format!(
+                    "below the {:.0}% failure line (healthy is {:.0}% or more)",
+                    exp.warn * 100.0,
+                    exp.pass * 100.0
+                ),
+            )
         };
         verdict.kind = kind;
         verdict.reason = format!("{measured}; {tail}");
@@ -288,7 +397,10 @@ pub fn fmt_value(v: f64) -> String {
 mod tests {
     use super::*;
     use crate::backend::MemoryLevel;
-    use crate::case::{AttentionCase, AttentionPhase, AttentionVariant, Dtype, GemmCase, KvLayout, MemoryCase, MemoryOp};
+    use crate::case::{
+        AttentionCase, AttentionPhase, AttentionVariant, Dtype, GemmCase, KvLayout, MemoryCase,
+        MemoryOp,
+    };
     use crate::work::case_work;
 
     const H100: &str = include_str!("../../../specs/nvidia-h100-sxm.toml");
@@ -299,8 +411,16 @@ mod tests {
             name: "NVIDIA H100 80GB HBM3".into(),
             memory_bytes: Some(85_000_000_000),
             memory_levels: vec![
-                MemoryLevel { name: "L2".into(), bytes: 50 << 20, detail: String::new() },
-                MemoryLevel { name: "HBM".into(), bytes: 80 << 30, detail: String::new() },
+                MemoryLevel {
+                    name: "L2".into(),
+                    bytes: 50 << 20,
+                    detail: String::new(),
+                },
+                MemoryLevel {
+                    name: "HBM".into(),
+                    bytes: 80 << 30,
+                    detail: String::new(),
+                },
             ],
             ..Default::default()
         }
@@ -318,8 +438,15 @@ mod tests {
         let (work, h) = case_work(&case);
         let pass = judge.judge(&case, &work, h, 800.0, false);
         assert_eq!(pass.kind, VerdictKind::Pass, "{}", pass.reason);
-        assert!(pass.reason.contains("80.9% of the 989 TFLOP/s"), "{}", pass.reason);
-        assert_eq!(judge.judge(&case, &work, h, 650.0, false).kind, VerdictKind::Warn);
+        assert!(
+            pass.reason.contains("80.9% of the 989 TFLOP/s"),
+            "{}",
+            pass.reason
+        );
+        assert_eq!(
+            judge.judge(&case, &work, h, 650.0, false).kind,
+            VerdictKind::Warn
+        );
         let fail = judge.judge(&case, &work, h, 400.0, false);
         assert_eq!(fail.kind, VerdictKind::Fail);
         assert!(fail.reason.contains("failure line"));
@@ -337,14 +464,37 @@ mod tests {
         let judge = Judge::new(&dev, &db, &acc);
         let case = Case::Gemm(GemmCase::new(8192, 8192, 8192, Dtype::Bf16));
         let (work, h) = case_work(&case);
-        assert_eq!(judge.judge(&case, &work, h, 800.0, false).kind, VerdictKind::Fail);
-        let mem = Case::Memory(MemoryCase { op: MemoryOp::Triad, working_set: 3 << 30, dtype: Dtype::F64 });
+        assert_eq!(
+            judge.judge(&case, &work, h, 800.0, false).kind,
+            VerdictKind::Fail
+        );
+        let mem = Case::Memory(MemoryCase {
+            op: MemoryOp::Triad,
+            working_set: 3 << 30,
+            dtype: Dtype::F64,
+        });
         let (work, h) = case_work(&mem);
         assert_eq!(judge.metric_key(&mem), "memory.dram");
-        assert_eq!(judge.judge(&mem, &work, h, 3100.0, false).kind, VerdictKind::Warn);
-        assert_eq!(judge.judge(&mem, &work, h, 3000.0, false).kind, VerdictKind::Fail);
+        assert_eq!(
+            judge.judge(&mem, &work, h, 3100.0, false).kind,
+            VerdictKind::Warn
+        );
+        assert_eq!(
+            judge.judge(&mem, &work, h, 3000.0, false).kind,
+            VerdictKind::Fail
+        );
         let bad = Acceptance::parse("acc.toml", "[product.\"h900\".expected]\n", &db).unwrap_err();
         assert!(bad.contains("h900"), "{bad}");
+        let metric = Acceptance::parse(
+            "acc.toml",
+            "[expected]\n\"gemm.bf61\" = { pass = 0.9, warn = 0.8 }\n",
+            &db,
+        )
+        .unwrap_err();
+        assert!(
+            metric.contains("gemm.bf61") && metric.contains("not a metric"),
+            "{metric}"
+        );
         let typo = Acceptance::parse("acc.toml", "[expectd]\n", &db).unwrap_err();
         assert!(typo.contains("expectd"), "{typo}");
     }
@@ -353,16 +503,28 @@ mod tests {
     fn cache_sized_memory_and_unknown_devices_say_no_spec() {
         let (db, acc, dev) = (db(), Acceptance::default(), h100_device());
         let judge = Judge::new(&dev, &db, &acc);
-        let l2 = Case::Memory(MemoryCase { op: MemoryOp::Copy, working_set: 16 << 20, dtype: Dtype::F32 });
+        let l2 = Case::Memory(MemoryCase {
+            op: MemoryOp::Copy,
+            working_set: 16 << 20,
+            dtype: Dtype::F32,
+        });
         let (work, h) = case_work(&l2);
         let v = judge.judge(&l2, &work, h, 9000.0, false);
         assert_eq!(v.kind, VerdictKind::NoSpec);
         assert!(v.reason.contains("fits in L2"), "{}", v.reason);
-        let cpu = DeviceInfo { backend: "host".into(), name: "AMD EPYC 9654".into(), ..Default::default() };
+        let cpu = DeviceInfo {
+            backend: "host".into(),
+            name: "AMD EPYC 9654".into(),
+            ..Default::default()
+        };
         let judge = Judge::new(&cpu, &db, &acc);
         let v = judge.judge(&l2, &work, h, 100.0, false);
         assert_eq!(v.kind, VerdictKind::NoSpec);
-        assert!(v.reason.contains("no spec sheet matches 'AMD EPYC 9654'"), "{}", v.reason);
+        assert!(
+            v.reason.contains("no spec sheet matches 'AMD EPYC 9654'"),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]

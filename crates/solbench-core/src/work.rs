@@ -12,7 +12,10 @@
 //!   latent row once, since V is part of K);
 //! * collectives: nccl-tests' `size` per operation and its bus-bandwidth factor.
 
-use crate::case::{AttentionCase, AttentionPhase, AttentionVariant, Case, CollectiveCase, CollectiveOp, GemmCase, MemoryCase};
+use crate::case::{
+    AttentionCase, AttentionPhase, AttentionVariant, Case, CollectiveCase, CollectiveOp, GemmCase,
+    MemoryCase,
+};
 use serde::{Deserialize, Serialize};
 
 /// How a bandwidth figure counts bytes.
@@ -93,12 +96,22 @@ impl Work {
 pub fn memory_work(case: &MemoryCase) -> Work {
     let n = case.elements_per_array() as f64;
     let e = case.dtype.size_bytes() as f64;
-    Work { bytes: case.op.arrays() as f64 * n * e, flops: 0.0, counting: ByteCounting::ReadPlusWritten, bus_factor: None }
+    Work {
+        bytes: case.op.arrays() as f64 * n * e,
+        flops: 0.0,
+        counting: ByteCounting::ReadPlusWritten,
+        bus_factor: None,
+    }
 }
 
 /// 2·M·N·K per product; minimum bytes read A and B once, write D once.
 pub fn gemm_work(case: &GemmCase) -> Work {
-    let (m, n, k, b) = (case.m as f64, case.n as f64, case.k as f64, case.batch as f64);
+    let (m, n, k, b) = (
+        case.m as f64,
+        case.n as f64,
+        case.k as f64,
+        case.batch as f64,
+    );
     let ea = case.dtype.size_bytes() as f64;
     let eb = case.b_dtype.unwrap_or(case.dtype).size_bytes() as f64;
     let eo = case.out_dtype.unwrap_or(case.dtype).size_bytes() as f64;
@@ -132,8 +145,17 @@ pub fn attention_work(case: &AttentionCase) -> Work {
     let o_bytes = b * sq * hq * dv * e;
     let k_bytes = b * sk * hkv * dqk * ekv;
     // MLA stores one latent row per token and V is a view of it: read once.
-    let v_bytes = if case.variant == AttentionVariant::Mla { 0.0 } else { b * sk * hkv * dv * ekv };
-    Work { bytes: q_bytes + k_bytes + v_bytes + o_bytes, flops, counting: ByteCounting::MinimumTraffic, bus_factor: None }
+    let v_bytes = if case.variant == AttentionVariant::Mla {
+        0.0
+    } else {
+        b * sk * hkv * dv * ekv
+    };
+    Work {
+        bytes: q_bytes + k_bytes + v_bytes + o_bytes,
+        flops,
+        counting: ByteCounting::MinimumTraffic,
+        bus_factor: None,
+    }
 }
 
 /// nccl-tests' bus-bandwidth factor for `op` over `ranks` ranks.
@@ -141,7 +163,9 @@ pub fn bus_factor(op: CollectiveOp, ranks: u32) -> f64 {
     let n = ranks.max(1) as f64;
     match op {
         CollectiveOp::AllReduce => 2.0 * (n - 1.0) / n,
-        CollectiveOp::AllGather | CollectiveOp::ReduceScatter | CollectiveOp::Alltoall => (n - 1.0) / n,
+        CollectiveOp::AllGather | CollectiveOp::ReduceScatter | CollectiveOp::Alltoall => {
+            (n - 1.0) / n
+        }
         CollectiveOp::Broadcast | CollectiveOp::Reduce | CollectiveOp::Sendrecv => 1.0,
     }
 }
@@ -164,14 +188,22 @@ pub fn collective_count(op: CollectiveOp, bytes: u64, elem: u64, ranks: u32) -> 
 pub fn collective_effective_bytes(op: CollectiveOp, bytes: u64, elem: u64, ranks: u32) -> u64 {
     let count = collective_count(op, bytes, elem, ranks);
     match op {
-        CollectiveOp::AllGather | CollectiveOp::ReduceScatter | CollectiveOp::Alltoall => count * elem * ranks as u64,
+        CollectiveOp::AllGather | CollectiveOp::ReduceScatter | CollectiveOp::Alltoall => {
+            count * elem * ranks as u64
+        }
         _ => count * elem,
     }
 }
 
 pub fn collective_work(case: &CollectiveCase) -> Work {
-    let bytes = collective_effective_bytes(case.op, case.bytes, case.dtype.size_bytes(), case.ranks);
-    Work { bytes: bytes as f64, flops: 0.0, counting: ByteCounting::Collective, bus_factor: Some(bus_factor(case.op, case.ranks)) }
+    let bytes =
+        collective_effective_bytes(case.op, case.bytes, case.dtype.size_bytes(), case.ranks);
+    Work {
+        bytes: bytes as f64,
+        flops: 0.0,
+        counting: ByteCounting::Collective,
+        bus_factor: Some(bus_factor(case.op, case.ranks)),
+    }
 }
 
 /// Work of any case, and the number its report leads with.
@@ -182,11 +214,12 @@ pub fn case_work(case: &Case) -> (Work, Headline) {
         Case::Attention(a) => {
             // Decode of MHA/GQA is memory-bound: lead with bandwidth. MLA decode sits near
             // the ridge and prefill is compute-bound: lead with FLOP/s (both are recorded).
-            let headline = if a.phase == AttentionPhase::Decode && a.variant != AttentionVariant::Mla {
-                Headline::Bandwidth
-            } else {
-                Headline::Flops
-            };
+            let headline =
+                if a.phase == AttentionPhase::Decode && a.variant != AttentionVariant::Mla {
+                    Headline::Bandwidth
+                } else {
+                    Headline::Flops
+                };
             (attention_work(a), headline)
         }
         Case::Collective(c) => (collective_work(c), Headline::BusBandwidth),
@@ -198,7 +231,12 @@ mod tests {
     use super::*;
     use crate::case::{Dtype, KvLayout, MemoryOp};
 
-    fn attn(variant: AttentionVariant, phase: AttentionPhase, causal: bool, dims: [u64; 7]) -> AttentionCase {
+    fn attn(
+        variant: AttentionVariant,
+        phase: AttentionPhase,
+        causal: bool,
+        dims: [u64; 7],
+    ) -> AttentionCase {
         let [batch, q_len, kv_len, q_heads, kv_heads, head_dim_qk, head_dim_v] = dims;
         AttentionCase {
             variant,
@@ -221,10 +259,18 @@ mod tests {
     #[test]
     fn memory_counts_read_plus_written() {
         // triad over 3 arrays of 1000 f64: 24,000 bytes per iteration.
-        let w = memory_work(&MemoryCase { op: MemoryOp::Triad, working_set: 24_000, dtype: Dtype::F64 });
+        let w = memory_work(&MemoryCase {
+            op: MemoryOp::Triad,
+            working_set: 24_000,
+            dtype: Dtype::F64,
+        });
         assert_eq!(w.bytes, 24_000.0);
         // copy of 2 arrays x 1000 f32 = 8,000 bytes; a remainder that does not fill an element is dropped.
-        let w = memory_work(&MemoryCase { op: MemoryOp::Copy, working_set: 8_007, dtype: Dtype::F32 });
+        let w = memory_work(&MemoryCase {
+            op: MemoryOp::Copy,
+            working_set: 8_007,
+            dtype: Dtype::F32,
+        });
         assert_eq!(w.bytes, 8_000.0);
         assert_eq!(w.counting, ByteCounting::ReadPlusWritten);
     }
@@ -243,19 +289,42 @@ mod tests {
     #[test]
     fn attention_matches_flash_attention_counts() {
         // FA2 benchmark: b=2, s=8192, h=16, d=128 -> 4*b*s*s*h*d.
-        let full = attention_work(&attn(AttentionVariant::Mha, AttentionPhase::Prefill, false, [2, 8192, 8192, 16, 16, 128, 128]));
+        let full = attention_work(&attn(
+            AttentionVariant::Mha,
+            AttentionPhase::Prefill,
+            false,
+            [2, 8192, 8192, 16, 16, 128, 128],
+        ));
         assert_eq!(full.flops, 4.0 * 2.0 * 8192.0 * 8192.0 * 16.0 * 128.0);
-        let causal = attention_work(&attn(AttentionVariant::Mha, AttentionPhase::Prefill, true, [2, 8192, 8192, 16, 16, 128, 128]));
+        let causal = attention_work(&attn(
+            AttentionVariant::Mha,
+            AttentionPhase::Prefill,
+            true,
+            [2, 8192, 8192, 16, 16, 128, 128],
+        ));
         assert_eq!(causal.flops, full.flops / 2.0);
         // Causal with s_q < s_k (chunked prefill): FA3 average (max(0, 4096-1024) + 4096)/2 = 3584 keys.
-        let chunk = attn(AttentionVariant::Gqa, AttentionPhase::Prefill, true, [1, 1024, 4096, 32, 8, 128, 128]);
+        let chunk = attn(
+            AttentionVariant::Gqa,
+            AttentionPhase::Prefill,
+            true,
+            [1, 1024, 4096, 32, 8, 128, 128],
+        );
         assert_eq!(attention_mean_keys(&chunk), 3584.0);
-        assert_eq!(attention_work(&chunk).flops, 2.0 * 32.0 * 1024.0 * 3584.0 * 256.0);
+        assert_eq!(
+            attention_work(&chunk).flops,
+            2.0 * 32.0 * 1024.0 * 3584.0 * 256.0
+        );
     }
 
     #[test]
     fn mla_decode_is_2176_flops_per_head_per_token_and_reads_latent_once() {
-        let c = attn(AttentionVariant::Mla, AttentionPhase::Decode, false, [128, 1, 4096, 128, 1, 576, 512]);
+        let c = attn(
+            AttentionVariant::Mla,
+            AttentionPhase::Decode,
+            false,
+            [128, 1, 4096, 128, 1, 576, 512],
+        );
         let w = attention_work(&c);
         assert_eq!(w.flops, 2.0 * (576.0 + 512.0) * 128.0 * 128.0 * 4096.0);
         // bytes: latent 576 bf16 per token once, plus Q (576/head) and O (512/head).
@@ -271,7 +340,12 @@ mod tests {
     #[test]
     fn gqa_decode_bytes_are_per_kv_head() {
         // Llama-3-70B decode: 64 q heads share 8 kv heads.
-        let c = attn(AttentionVariant::Gqa, AttentionPhase::Decode, false, [1, 1, 8192, 64, 8, 128, 128]);
+        let c = attn(
+            AttentionVariant::Gqa,
+            AttentionPhase::Decode,
+            false,
+            [1, 1, 8192, 64, 8, 128, 128],
+        );
         let w = attention_work(&c);
         let kv = 2.0 * 8192.0 * 8.0 * 128.0 * 2.0;
         let qo = 2.0 * 64.0 * 128.0 * 2.0;
@@ -311,9 +385,18 @@ mod tests {
     fn collective_sizes_round_like_nccl_tests() {
         // all_gather of 1 MiB f32 over 3 ranks: count/rank = 262144/3 = 87381, rounded down to
         // a multiple of 4 elements (16 bytes) = 87380; size = 87380 * 4 * 3.
-        assert_eq!(collective_count(CollectiveOp::AllGather, 1 << 20, 4, 3), 87380);
-        assert_eq!(collective_effective_bytes(CollectiveOp::AllGather, 1 << 20, 4, 3), 87380 * 12);
-        assert_eq!(collective_effective_bytes(CollectiveOp::AllReduce, 1 << 20, 4, 3), 1 << 20);
+        assert_eq!(
+            collective_count(CollectiveOp::AllGather, 1 << 20, 4, 3),
+            87380
+        );
+        assert_eq!(
+            collective_effective_bytes(CollectiveOp::AllGather, 1 << 20, 4, 3),
+            87380 * 12
+        );
+        assert_eq!(
+            collective_effective_bytes(CollectiveOp::AllReduce, 1 << 20, 4, 3),
+            1 << 20
+        );
         // 8 ranks, 1 GiB all_reduce in 5 ms: algbw 214.7 GB/s, busbw x1.75.
         let w = collective_work(&CollectiveCase {
             op: CollectiveOp::AllReduce,

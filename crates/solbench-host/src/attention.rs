@@ -7,7 +7,9 @@
 //! work. Inputs are random, rounded to the case's type (bf16/f16) so the reference sees
 //! exactly what a GPU kernel would; arithmetic is f32.
 
-use crate::attention_reference::{self as reference, AttentionShape, KvSource, PagedKv, DEFAULT_KV_TILE};
+use crate::attention_reference::{
+    self as reference, AttentionShape, KvSource, PagedKv, DEFAULT_KV_TILE,
+};
 use crate::pool::PinnedPool;
 use half::{bf16, f16};
 use solbench_core::backend::{Check, Notes, PrepareError, RunError, Workload};
@@ -20,7 +22,11 @@ use std::time::{Duration, Instant};
 /// Softmax scale the case's model uses: 1/√d_qk, except absorbed MLA, whose scores are
 /// still scaled by 1/√(128 + 64) as in DeepSeek-V3 (YaRN's mscale is left out).
 pub fn softmax_scale(case: &AttentionCase) -> f32 {
-    let d = if case.variant == AttentionVariant::Mla { 192.0 } else { case.head_dim_qk as f32 };
+    let d = if case.variant == AttentionVariant::Mla {
+        192.0
+    } else {
+        case.head_dim_qk as f32
+    };
     1.0 / d.sqrt()
 }
 
@@ -74,17 +80,25 @@ impl AttentionWorkload {
     pub fn prepare(case: &AttentionCase, pool: Arc<PinnedPool>) -> Result<Self, PrepareError> {
         case.validate().map_err(PrepareError::Unsupported)?;
         if case.kv_dtype.is_some_and(|k| k != case.dtype) {
-            return Err(PrepareError::Unsupported("the host reference keeps K/V in the same type as Q".into()));
+            return Err(PrepareError::Unsupported(
+                "the host reference keeps K/V in the same type as Q".into(),
+            ));
         }
         if !matches!(case.dtype, Dtype::Bf16 | Dtype::F16 | Dtype::F32) {
-            return Err(PrepareError::Unsupported(format!("host attention runs in bf16, f16 or f32, not {}", case.dtype)));
+            return Err(PrepareError::Unsupported(format!(
+                "host attention runs in bf16, f16 or f32, not {}",
+                case.dtype
+            )));
         }
         let shape = shape_of(case);
         shape.validate().map_err(PrepareError::Unsupported)?;
-        let bytes = 4 * (shape.q_elems() + shape.k_elems() + shape.v_elems() + 2 * shape.o_elems()) as u64;
+        let bytes =
+            4 * (shape.q_elems() + shape.k_elems() + shape.v_elems() + 2 * shape.o_elems()) as u64;
         if let Some(avail) = solbench_core::env::available_memory_bytes() {
             if bytes > avail / 2 {
-                return Err(PrepareError::Unsupported("this attention shape needs more memory than the host can spare".into()));
+                return Err(PrepareError::Unsupported(
+                    "this attention shape needs more memory than the host can spare".into(),
+                ));
             }
         }
         let mut rng = SplitMix64::new(0xA77E ^ case.kv_len << 8 ^ case.batch);
@@ -107,15 +121,20 @@ impl AttentionWorkload {
                 for i in (1..order.len()).rev() {
                     order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
                 }
-                let (row_k, row_v) = (shape.kv_heads * shape.head_dim_qk, shape.kv_heads * shape.head_dim_v);
+                let (row_k, row_v) = (
+                    shape.kv_heads * shape.head_dim_qk,
+                    shape.kv_heads * shape.head_dim_v,
+                );
                 let mut kp = vec![0.0f32; total * page * row_k];
                 let mut vp = vec![0.0f32; total * page * row_v];
                 for b in 0..shape.batch {
                     for t in 0..shape.kv_len {
                         let slot = order[b * pages_per_seq + t / page] as usize * page + t % page;
                         let src = b * shape.kv_len + t;
-                        kp[slot * row_k..][..row_k].copy_from_slice(&k_contig[src * row_k..][..row_k]);
-                        vp[slot * row_v..][..row_v].copy_from_slice(&v_contig[src * row_v..][..row_v]);
+                        kp[slot * row_k..][..row_k]
+                            .copy_from_slice(&k_contig[src * row_k..][..row_k]);
+                        vp[slot * row_v..][..row_v]
+                            .copy_from_slice(&v_contig[src * row_v..][..row_v]);
                     }
                 }
                 (kp, vp, Some((page, pages_per_seq, order)))
@@ -125,15 +144,32 @@ impl AttentionWorkload {
             AttentionPhase::Decode => host_decode_splits(&shape, pool.threads()),
             AttentionPhase::Prefill => 1,
         };
-        Ok(AttentionWorkload { case: case.clone(), out: vec![f32::NAN; shape.o_elems()], shape, pool, q, k, v, paged, splits })
+        Ok(AttentionWorkload {
+            case: case.clone(),
+            out: vec![f32::NAN; shape.o_elems()],
+            shape,
+            pool,
+            q,
+            k,
+            v,
+            paged,
+            splits,
+        })
     }
 
     fn source(&self) -> KvSource<'_> {
         match &self.paged {
-            None => KvSource::Contiguous { k: &self.k, v: &self.v },
-            Some((page, per_seq, table)) => {
-                KvSource::Paged(PagedKv { page_size: *page, block_table: table, max_pages_per_seq: *per_seq, k_pages: &self.k, v_pages: &self.v })
-            }
+            None => KvSource::Contiguous {
+                k: &self.k,
+                v: &self.v,
+            },
+            Some((page, per_seq, table)) => KvSource::Paged(PagedKv {
+                page_size: *page,
+                block_table: table,
+                max_pages_per_seq: *per_seq,
+                k_pages: &self.k,
+                v_pages: &self.v,
+            }),
         }
     }
 }
@@ -150,8 +186,12 @@ impl Workload for AttentionWorkload {
             let kv = self.source();
             for _ in 0..iters {
                 out = match self.case.phase {
-                    AttentionPhase::Prefill => reference::attention_forward(&self.shape, &self.q, &kv, DEFAULT_KV_TILE).0,
-                    AttentionPhase::Decode => reference::attention_split_kv(&self.shape, &self.q, &kv, self.splits).0,
+                    AttentionPhase::Prefill => {
+                        reference::attention_forward(&self.shape, &self.q, &kv, DEFAULT_KV_TILE).0
+                    }
+                    AttentionPhase::Decode => {
+                        reference::attention_split_kv(&self.shape, &self.q, &kv, self.splits).0
+                    }
                 };
             }
         });
@@ -164,10 +204,15 @@ impl Workload for AttentionWorkload {
         // The naive f64 reference on the first and last sequence of the batch (each one a
         // batch-1 problem), which covers the batch indexing without the full naive cost.
         let s = self.shape;
-        let seqs: Vec<usize> = if s.batch == 1 { vec![0] } else { vec![0, s.batch - 1] };
+        let seqs: Vec<usize> = if s.batch == 1 {
+            vec![0]
+        } else {
+            vec![0, s.batch - 1]
+        };
         let one = AttentionShape { batch: 1, ..s };
         let (atol, rtol) = (1e-4, 1e-3);
-        let (mut compared, mut mismatches, mut max_abs, mut max_rel, mut detail) = (0u64, 0u64, 0.0f64, 0.0f64, None);
+        let (mut compared, mut mismatches, mut max_abs, mut max_rel, mut detail) =
+            (0u64, 0u64, 0.0f64, 0.0f64, None);
         for &b in &seqs {
             let q = &self.q[b * one.q_elems()..][..one.q_elems()];
             let got = &self.out[b * one.o_elems()..][..one.o_elems()];
@@ -179,7 +224,13 @@ impl Workload for AttentionWorkload {
                 }
                 Some((page, per_seq, table)) => {
                     let row = &table[b * per_seq..][..*per_seq];
-                    let paged = PagedKv { page_size: *page, block_table: row, max_pages_per_seq: *per_seq, k_pages: &self.k, v_pages: &self.v };
+                    let paged = PagedKv {
+                        page_size: *page,
+                        block_table: row,
+                        max_pages_per_seq: *per_seq,
+                        k_pages: &self.k,
+                        v_pages: &self.v,
+                    };
                     reference::attention_naive_f64(&one, q, &KvSource::Paged(paged))
                 }
             };
@@ -189,7 +240,12 @@ impl Workload for AttentionWorkload {
             max_abs = max_abs.max(c.max_abs_err);
             max_rel = max_rel.max(c.max_rel_err);
             if detail.is_none() {
-                detail = c.first_mismatch.map(|i| format!("sequence {b}, output element {i}: got {}, reference {}", got[i], want[i]));
+                detail = c.first_mismatch.map(|i| {
+                    format!(
+                        "sequence {b}, output element {i}: got {}, reference {}",
+                        got[i], want[i]
+                    )
+                });
             }
         }
         Ok(Check {
@@ -207,14 +263,25 @@ impl Workload for AttentionWorkload {
     fn notes(&self) -> Notes {
         let mut n = Notes::new();
         let algo = match self.case.phase {
-            AttentionPhase::Prefill => format!("FlashAttention-2-style tiles of {DEFAULT_KV_TILE} keys, online softmax (f32)"),
-            AttentionPhase::Decode => format!("split-KV over {} splits with log-sum-exp combine (f32)", self.splits),
+            AttentionPhase::Prefill => format!(
+                "FlashAttention-2-style tiles of {DEFAULT_KV_TILE} keys, online softmax (f32)"
+            ),
+            AttentionPhase::Decode => format!(
+                "split-KV over {} splits with log-sum-exp combine (f32)",
+                self.splits
+            ),
         };
         n.insert("algorithm".into(), algo.into());
         n.insert("splits".into(), self.splits.into());
-        n.insert("softmax_scale".into(), (self.shape.softmax_scale as f64).into());
+        n.insert(
+            "softmax_scale".into(),
+            (self.shape.softmax_scale as f64).into(),
+        );
         n.insert("threads".into(), self.pool.threads().into());
-        n.insert("compute_path".into(), format!("{} inputs, f32 arithmetic on the CPU", self.case.dtype).into());
+        n.insert(
+            "compute_path".into(),
+            format!("{} inputs, f32 arithmetic on the CPU", self.case.dtype).into(),
+        );
         if self.case.variant == AttentionVariant::Mla {
             n.insert("mla_values".into(), "the host keeps V as a copy of the first d_v latent dims; bytes are counted as the GPU reads them (latent once)".into());
         }
@@ -226,7 +293,12 @@ impl Workload for AttentionWorkload {
 mod tests {
     use super::*;
 
-    fn case(variant: AttentionVariant, phase: AttentionPhase, layout: KvLayout, dims: [u64; 7]) -> AttentionCase {
+    fn case(
+        variant: AttentionVariant,
+        phase: AttentionPhase,
+        layout: KvLayout,
+        dims: [u64; 7],
+    ) -> AttentionCase {
         let [batch, q_len, kv_len, q_heads, kv_heads, head_dim_qk, head_dim_v] = dims;
         AttentionCase {
             variant,
@@ -250,15 +322,43 @@ mod tests {
     fn every_variant_and_phase_verifies() {
         let pool = Arc::new(PinnedPool::new().unwrap());
         let cases = [
-            case(AttentionVariant::Gqa, AttentionPhase::Prefill, KvLayout::Contiguous, [2, 67, 67, 8, 2, 64, 64]),
-            case(AttentionVariant::Mha, AttentionPhase::Prefill, KvLayout::Paged { page_size: 16 }, [1, 40, 100, 4, 4, 32, 32]),
-            case(AttentionVariant::Gqa, AttentionPhase::Decode, KvLayout::Contiguous, [3, 1, 300, 8, 2, 64, 64]),
-            case(AttentionVariant::Gqa, AttentionPhase::Decode, KvLayout::Paged { page_size: 7 }, [2, 1, 129, 8, 1, 64, 64]),
-            case(AttentionVariant::Mla, AttentionPhase::Decode, KvLayout::Paged { page_size: 64 }, [2, 1, 150, 4, 1, 576, 512]),
+            case(
+                AttentionVariant::Gqa,
+                AttentionPhase::Prefill,
+                KvLayout::Contiguous,
+                [2, 67, 67, 8, 2, 64, 64],
+            ),
+            case(
+                AttentionVariant::Mha,
+                AttentionPhase::Prefill,
+                KvLayout::Paged { page_size: 16 },
+                [1, 40, 100, 4, 4, 32, 32],
+            ),
+            case(
+                AttentionVariant::Gqa,
+                AttentionPhase::Decode,
+                KvLayout::Contiguous,
+                [3, 1, 300, 8, 2, 64, 64],
+            ),
+            case(
+                AttentionVariant::Gqa,
+                AttentionPhase::Decode,
+                KvLayout::Paged { page_size: 7 },
+                [2, 1, 129, 8, 1, 64, 64],
+            ),
+            case(
+                AttentionVariant::Mla,
+                AttentionPhase::Decode,
+                KvLayout::Paged { page_size: 64 },
+                [2, 1, 150, 4, 1, 576, 512],
+            ),
         ];
         for c in cases {
             let mut w = AttentionWorkload::prepare(&c, pool.clone()).unwrap();
-            assert!(!w.verify().unwrap().passed, "poisoned output must fail: {c:?}");
+            assert!(
+                !w.verify().unwrap().passed,
+                "poisoned output must fail: {c:?}"
+            );
             w.run(1).unwrap();
             let check = w.verify().unwrap();
             assert!(check.passed, "{c:?}: {check:?}");
@@ -268,7 +368,12 @@ mod tests {
     #[test]
     fn a_corrupted_output_is_caught() {
         let pool = Arc::new(PinnedPool::new().unwrap());
-        let c = case(AttentionVariant::Gqa, AttentionPhase::Decode, KvLayout::Contiguous, [2, 1, 200, 8, 2, 64, 64]);
+        let c = case(
+            AttentionVariant::Gqa,
+            AttentionPhase::Decode,
+            KvLayout::Contiguous,
+            [2, 1, 200, 8, 2, 64, 64],
+        );
         let mut w = AttentionWorkload::prepare(&c, pool).unwrap();
         w.run(1).unwrap();
         let last = w.out.len() - 1;
@@ -280,10 +385,24 @@ mod tests {
 
     #[test]
     fn decode_splits_fill_the_cores() {
-        let s = AttentionShape { batch: 1, q_len: 1, kv_len: 4096, q_heads: 32, kv_heads: 8, head_dim_qk: 128, head_dim_v: 128, causal: false, softmax_scale: 0.1 };
+        let s = AttentionShape {
+            batch: 1,
+            q_len: 1,
+            kv_len: 4096,
+            q_heads: 32,
+            kv_heads: 8,
+            head_dim_qk: 128,
+            head_dim_v: 128,
+            causal: false,
+            softmax_scale: 0.1,
+        };
         assert_eq!(host_decode_splits(&s, 2), 1);
         assert_eq!(host_decode_splits(&s, 32), 8);
-        let tiny = AttentionShape { kv_len: 100, kv_heads: 1, ..s };
+        let tiny = AttentionShape {
+            kv_len: 100,
+            kv_heads: 1,
+            ..s
+        };
         assert_eq!(host_decode_splits(&tiny, 64), 2);
     }
 }

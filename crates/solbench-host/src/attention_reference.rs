@@ -537,14 +537,16 @@ fn attend_block(
     let mut l = vec![0.0f32; nrows];
 
     let tile = p.kv_tile.min(kv_range.len()).max(1);
-    let mut scores = vec![0.0f32; nrows * tile]; // S, then P, for one tile: [row][key]
-    let mut n_vis = vec![0usize; nrows]; // visible keys of this tile per row (a prefix)
-                                         // The tile's K and V rows, copied into contiguous buffers (the CPU analogue of staging a
-                                         // tile in GPU shared memory). In BSHD, consecutive keys of one KV head are
-                                         // `kv_heads·head_dim` floats apart, often a 4 KiB page each, and a paged cache scatters
-                                         // them further. The hardware prefetcher does not follow that, so a compute loop reading the
-                                         // rows in place stalls on every key. A dependency-free copy loop keeps many misses in
-                                         // flight. The compute loops then run over dense rows.
+    // S, then P, for one tile: [row][key].
+    let mut scores = vec![0.0f32; nrows * tile];
+    // Visible keys of this tile per row. They are always a prefix of the tile.
+    let mut n_vis = vec![0usize; nrows];
+    // The tile's K and V rows, copied into contiguous buffers (the CPU analogue of staging a
+    // tile in GPU shared memory). In BSHD, consecutive keys of one KV head are
+    // `kv_heads·head_dim` floats apart, often a 4 KiB page each, and a paged cache scatters
+    // them further. The hardware prefetcher does not follow that, so a compute loop reading the
+    // rows in place stalls on every key. A dependency-free copy loop keeps many misses in
+    // flight. The compute loops then run over dense rows.
     let mut k_tile = vec![0.0f32; tile * d_qk];
     let mut v_tile = vec![0.0f32; tile * d_v];
 

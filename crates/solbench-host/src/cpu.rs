@@ -55,14 +55,25 @@ pub fn caches_of(cpu: usize) -> Vec<CacheInfo> {
     for idx in 0..16 {
         let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cache/index{idx}");
         let read = |f: &str| fs::read_to_string(format!("{dir}/{f}")).ok();
-        let Some(level) = read("level").and_then(|s| s.trim().parse().ok()) else { break };
+        let Some(level) = read("level").and_then(|s| s.trim().parse().ok()) else {
+            break;
+        };
         let kind = read("type").unwrap_or_default().trim().to_string();
         if kind == "Instruction" {
             continue;
         }
-        let Some(size_bytes) = read("size").and_then(|s| parse_cache_size(&s)) else { continue };
-        let shared_cpus = read("shared_cpu_list").map(|s| parse_cpu_list(&s)).unwrap_or_else(|| vec![cpu]);
-        out.push(CacheInfo { level, kind, size_bytes, shared_cpus });
+        let Some(size_bytes) = read("size").and_then(|s| parse_cache_size(&s)) else {
+            continue;
+        };
+        let shared_cpus = read("shared_cpu_list")
+            .map(|s| parse_cpu_list(&s))
+            .unwrap_or_else(|| vec![cpu]);
+        out.push(CacheInfo {
+            level,
+            kind,
+            size_bytes,
+            shared_cpus,
+        });
     }
     out
 }
@@ -73,7 +84,9 @@ pub fn memory_levels(cpus: &[usize], dram_bytes: Option<u64>) -> Vec<MemoryLevel
     let mut per_level: BTreeMap<u32, (u64, Vec<Vec<usize>>, u64)> = BTreeMap::new();
     for &cpu in cpus {
         for c in caches_of(cpu) {
-            let entry = per_level.entry(c.level).or_insert((0, Vec::new(), c.size_bytes));
+            let entry = per_level
+                .entry(c.level)
+                .or_insert((0, Vec::new(), c.size_bytes));
             if !entry.1.contains(&c.shared_cpus) {
                 entry.0 += c.size_bytes;
                 entry.1.push(c.shared_cpus.clone());
@@ -83,7 +96,11 @@ pub fn memory_levels(cpus: &[usize], dram_bytes: Option<u64>) -> Vec<MemoryLevel
     let mut levels: Vec<MemoryLevel> = per_level
         .into_iter()
         .map(|(level, (total, instances, each))| MemoryLevel {
-            name: if level == 1 { "L1d".into() } else { format!("L{level}") },
+            name: if level == 1 {
+                "L1d".into()
+            } else {
+                format!("L{level}")
+            },
             bytes: total,
             detail: format!("{} x {}", format_size(each), instances.len()),
         })
@@ -91,7 +108,9 @@ pub fn memory_levels(cpus: &[usize], dram_bytes: Option<u64>) -> Vec<MemoryLevel
     levels.push(MemoryLevel {
         name: "DRAM".into(),
         bytes: dram_bytes.unwrap_or(u64::MAX),
-        detail: dram_bytes.map(format_size).unwrap_or_else(|| "size unknown".into()),
+        detail: dram_bytes
+            .map(format_size)
+            .unwrap_or_else(|| "size unknown".into()),
     });
     levels
 }
@@ -120,13 +139,18 @@ pub fn allowed_cpus() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
             if !cpus.is_empty() {
                 return cpus;
             }
         }
     }
-    (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect()
+    (0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1))
+        .collect()
 }
 
 /// Pins the calling thread to one CPU (best effort: a failure leaves it unpinned).

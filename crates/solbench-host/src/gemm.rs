@@ -26,10 +26,29 @@ const SAMPLE_ENTRIES: usize = 256;
 const FULL_CHECK_ENTRIES: u64 = 1 << 16;
 
 enum Buffers {
-    F64 { a: Vec<f64>, b: Vec<f64>, d: Vec<f64> },
-    F32 { a: Vec<f32>, b: Vec<f32>, d: Vec<f32> },
-    F16 { a: Vec<f16>, b: Vec<f16>, d: Vec<f16> },
-    Bf16 { a: Vec<bf16>, b: Vec<bf16>, d: Vec<bf16>, a32: Vec<f32>, b32: Vec<f32>, d32: Vec<f32> },
+    F64 {
+        a: Vec<f64>,
+        b: Vec<f64>,
+        d: Vec<f64>,
+    },
+    F32 {
+        a: Vec<f32>,
+        b: Vec<f32>,
+        d: Vec<f32>,
+    },
+    F16 {
+        a: Vec<f16>,
+        b: Vec<f16>,
+        d: Vec<f16>,
+    },
+    Bf16 {
+        a: Vec<bf16>,
+        b: Vec<bf16>,
+        d: Vec<bf16>,
+        a32: Vec<f32>,
+        b32: Vec<f32>,
+        d32: Vec<f32>,
+    },
 }
 
 pub struct GemmWorkload {
@@ -64,16 +83,24 @@ pub fn gemm_tolerance(dtype: Dtype, k: u64, abs_dot: f64, reference: f64) -> f64
 impl GemmWorkload {
     pub fn prepare(case: &GemmCase, pool: Arc<PinnedPool>) -> Result<Self, PrepareError> {
         if case.batch != 1 {
-            return Err(PrepareError::Unsupported("batched GEMM is not implemented on the host".into()));
+            return Err(PrepareError::Unsupported(
+                "batched GEMM is not implemented on the host".into(),
+            ));
         }
-        if case.b_dtype.is_some_and(|b| b != case.dtype) || case.out_dtype.is_some_and(|o| o != case.dtype) {
-            return Err(PrepareError::Unsupported("the host GEMM uses one type for A, B and D".into()));
+        if case.b_dtype.is_some_and(|b| b != case.dtype)
+            || case.out_dtype.is_some_and(|o| o != case.dtype)
+        {
+            return Err(PrepareError::Unsupported(
+                "the host GEMM uses one type for A, B and D".into(),
+            ));
         }
         let (m, n, k) = (case.m as usize, case.n as usize, case.k as usize);
         let bytes = (m * k + k * n + m * n) as u64 * case.dtype.size_bytes().max(4) * 2;
         if let Some(avail) = solbench_core::env::available_memory_bytes() {
             if bytes > avail / 2 {
-                return Err(PrepareError::Unsupported(format!("a {m}x{n}x{k} GEMM needs more memory than this host can spare")));
+                return Err(PrepareError::Unsupported(format!(
+                    "a {m}x{n}x{k} GEMM needs more memory than this host can spare"
+                )));
             }
         }
         let mut rng = SplitMix64::new(0x6E33 ^ (m as u64) << 40 ^ (n as u64) << 20 ^ k as u64);
@@ -83,31 +110,81 @@ impl GemmWorkload {
             Dtype::F64 => {
                 let a: Vec<f64> = raw_a.iter().map(|&x| x as f64).collect();
                 let b: Vec<f64> = raw_b.iter().map(|&x| x as f64).collect();
-                (Buffers::F64 { a: a.clone(), b: b.clone(), d: vec![f64::NAN; m * n] }, a, b)
+                (
+                    Buffers::F64 {
+                        a: a.clone(),
+                        b: b.clone(),
+                        d: vec![f64::NAN; m * n],
+                    },
+                    a,
+                    b,
+                )
             }
             Dtype::F32 => {
-                let (ar, br) = (raw_a.iter().map(|&x| x as f64).collect(), raw_b.iter().map(|&x| x as f64).collect());
-                (Buffers::F32 { a: raw_a, b: raw_b, d: vec![f32::NAN; m * n] }, ar, br)
-            }
-            Dtype::F16 => {
-                let a: Vec<f16> = raw_a.iter().map(|&x| f16::from_f32(x)).collect();
-                let b: Vec<f16> = raw_b.iter().map(|&x| f16::from_f32(x)).collect();
-                let (ar, br) = (a.iter().map(|x| x.to_f64()).collect(), b.iter().map(|x| x.to_f64()).collect());
-                (Buffers::F16 { a, b, d: vec![f16::NAN; m * n] }, ar, br)
-            }
-            Dtype::Bf16 => {
-                let a: Vec<bf16> = raw_a.iter().map(|&x| bf16::from_f32(x)).collect();
-                let b: Vec<bf16> = raw_b.iter().map(|&x| bf16::from_f32(x)).collect();
-                let (ar, br) = (a.iter().map(|x| x.to_f64()).collect(), b.iter().map(|x| x.to_f64()).collect());
+                let (ar, br) = (
+                    raw_a.iter().map(|&x| x as f64).collect(),
+                    raw_b.iter().map(|&x| x as f64).collect(),
+                );
                 (
-                    Buffers::Bf16 { a, b, d: vec![bf16::NAN; m * n], a32: vec![0.0; m * k], b32: vec![0.0; k * n], d32: vec![0.0; m * n] },
+                    Buffers::F32 {
+                        a: raw_a,
+                        b: raw_b,
+                        d: vec![f32::NAN; m * n],
+                    },
                     ar,
                     br,
                 )
             }
-            other => return Err(PrepareError::Unsupported(format!("the host has no {other} GEMM (f64, f32, f16 and bf16 run here)"))),
+            Dtype::F16 => {
+                let a: Vec<f16> = raw_a.iter().map(|&x| f16::from_f32(x)).collect();
+                let b: Vec<f16> = raw_b.iter().map(|&x| f16::from_f32(x)).collect();
+                let (ar, br) = (
+                    a.iter().map(|x| x.to_f64()).collect(),
+                    b.iter().map(|x| x.to_f64()).collect(),
+                );
+                (
+                    Buffers::F16 {
+                        a,
+                        b,
+                        d: vec![f16::NAN; m * n],
+                    },
+                    ar,
+                    br,
+                )
+            }
+            Dtype::Bf16 => {
+                let a: Vec<bf16> = raw_a.iter().map(|&x| bf16::from_f32(x)).collect();
+                let b: Vec<bf16> = raw_b.iter().map(|&x| bf16::from_f32(x)).collect();
+                let (ar, br) = (
+                    a.iter().map(|x| x.to_f64()).collect(),
+                    b.iter().map(|x| x.to_f64()).collect(),
+                );
+                (
+                    Buffers::Bf16 {
+                        a,
+                        b,
+                        d: vec![bf16::NAN; m * n],
+                        a32: vec![0.0; m * k],
+                        b32: vec![0.0; k * n],
+                        d32: vec![0.0; m * n],
+                    },
+                    ar,
+                    br,
+                )
+            }
+            other => {
+                return Err(PrepareError::Unsupported(format!(
+                    "the host has no {other} GEMM (f64, f32, f16 and bf16 run here)"
+                )))
+            }
         };
-        Ok(GemmWorkload { case: case.clone(), pool, buffers, a_ref, b_ref })
+        Ok(GemmWorkload {
+            case: case.clone(),
+            pool,
+            buffers,
+            a_ref,
+            b_ref,
+        })
     }
 
     fn output(&self) -> Vec<f64> {
@@ -124,7 +201,15 @@ impl GemmWorkload {
 ///
 /// # Safety
 /// Slices must hold m*k, k*n and m*n elements.
-unsafe fn gemm_rowmajor<T: 'static>(m: usize, n: usize, k: usize, a: &[T], b: &[T], d: &mut [T], one: T, zero: T, threads: usize) {
+unsafe fn gemm_rowmajor<T: 'static>(
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    d: &mut [T],
+    one: T,
+    zero: T,
+    threads: usize,
+) {
     debug_assert!(a.len() >= m * k && b.len() >= k * n && d.len() >= m * n);
     // gemm computes dst = alpha*dst + beta*(lhs·rhs); with read_dst = false alpha is unused.
     gemm::gemm(
@@ -156,7 +241,11 @@ impl Workload for GemmWorkload {
     }
 
     fn run(&mut self, iters: u32) -> Result<Duration, RunError> {
-        let (m, n, k) = (self.case.m as usize, self.case.n as usize, self.case.k as usize);
+        let (m, n, k) = (
+            self.case.m as usize,
+            self.case.n as usize,
+            self.case.k as usize,
+        );
         let threads = self.pool.threads();
         let buffers = &mut self.buffers;
         let start = Instant::now();
@@ -165,15 +254,34 @@ impl Workload for GemmWorkload {
                 // SAFETY: buffers were allocated with exactly these dimensions.
                 unsafe {
                     match buffers {
-                        Buffers::F64 { a, b, d } => gemm_rowmajor(m, n, k, a, b, d, 1.0, 0.0, threads),
-                        Buffers::F32 { a, b, d } => gemm_rowmajor(m, n, k, a, b, d, 1.0f32, 0.0f32, threads),
-                        Buffers::F16 { a, b, d } => gemm_rowmajor(m, n, k, a, b, d, f16::ONE, f16::ZERO, threads),
-                        Buffers::Bf16 { a, b, d, a32, b32, d32 } => {
+                        Buffers::F64 { a, b, d } => {
+                            gemm_rowmajor((m, n, k), a, b, d, 1.0, 0.0, threads)
+                        }
+                        Buffers::F32 { a, b, d } => {
+                            gemm_rowmajor((m, n, k), a, b, d, 1.0f32, 0.0f32, threads)
+                        }
+                        Buffers::F16 { a, b, d } => {
+                            gemm_rowmajor((m, n, k), a, b, d, f16::ONE, f16::ZERO, threads)
+                        }
+                        Buffers::Bf16 {
+                            a,
+                            b,
+                            d,
+                            a32,
+                            b32,
+                            d32,
+                        } => {
                             use rayon::prelude::*;
-                            a32.par_iter_mut().zip(a.par_iter()).for_each(|(w, x)| *w = x.to_f32());
-                            b32.par_iter_mut().zip(b.par_iter()).for_each(|(w, x)| *w = x.to_f32());
-                            gemm_rowmajor(m, n, k, a32, b32, d32, 1.0f32, 0.0f32, threads);
-                            d.par_iter_mut().zip(d32.par_iter()).for_each(|(w, x)| *w = bf16::from_f32(*x));
+                            a32.par_iter_mut()
+                                .zip(a.par_iter())
+                                .for_each(|(w, x)| *w = x.to_f32());
+                            b32.par_iter_mut()
+                                .zip(b.par_iter())
+                                .for_each(|(w, x)| *w = x.to_f32());
+                            gemm_rowmajor((m, n, k), a32, b32, d32, 1.0f32, 0.0f32, threads);
+                            d.par_iter_mut()
+                                .zip(d32.par_iter())
+                                .for_each(|(w, x)| *w = bf16::from_f32(*x));
                         }
                     }
                 }
@@ -183,7 +291,11 @@ impl Workload for GemmWorkload {
     }
 
     fn verify(&mut self) -> Result<Check, RunError> {
-        let (m, n, k) = (self.case.m as usize, self.case.n as usize, self.case.k as usize);
+        let (m, n, k) = (
+            self.case.m as usize,
+            self.case.n as usize,
+            self.case.k as usize,
+        );
         let d = self.output();
         let entries: Vec<(usize, usize)> = if (m * n) as u64 <= FULL_CHECK_ENTRIES {
             (0..m).flat_map(|i| (0..n).map(move |j| (i, j))).collect()
@@ -191,7 +303,10 @@ impl Workload for GemmWorkload {
             let mut rng = SplitMix64::new(0xC0FFEE);
             let mut e = vec![(0, 0), (0, n - 1), (m - 1, 0), (m - 1, n - 1)];
             while e.len() < SAMPLE_ENTRIES {
-                e.push(((rng.next_u64() % m as u64) as usize, (rng.next_u64() % n as u64) as usize));
+                e.push((
+                    (rng.next_u64() % m as u64) as usize,
+                    (rng.next_u64() % n as u64) as usize,
+                ));
             }
             e
         };
@@ -209,7 +324,8 @@ impl Workload for GemmWorkload {
                 max_abs = max_abs.max(err);
                 max_rel = max_rel.max(err / dot.abs().max(1e-30));
             }
-            if !(err <= gemm_tolerance(self.case.dtype, k as u64, abs_dot, dot)) {
+            // NaN (a poisoned entry never written) fails too.
+            if err.is_nan() || err > gemm_tolerance(self.case.dtype, k as u64, abs_dot, dot) {
                 mismatches += 1;
                 first.get_or_insert_with(|| format!("D[{i}][{j}] = {got}, reference {dot}"));
             }
@@ -233,7 +349,10 @@ impl Workload for GemmWorkload {
 
     fn notes(&self) -> Notes {
         let mut n = Notes::new();
-        n.insert("library".into(), "gemm crate (runtime-dispatched SIMD kernels)".into());
+        n.insert(
+            "library".into(),
+            "gemm crate (runtime-dispatched SIMD kernels)".into(),
+        );
         n.insert("threads".into(), self.pool.threads().into());
         n.insert("layout".into(), "row-major A[MxK] B[KxN] D[MxN]".into());
         let path = match self.case.dtype {
@@ -255,8 +374,12 @@ mod tests {
         let pool = Arc::new(PinnedPool::new().unwrap());
         for dtype in [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::Bf16] {
             for (m, n, k) in [(1, 1, 1), (17, 33, 65), (300, 257, 129)] {
-                let mut w = GemmWorkload::prepare(&GemmCase::new(m, n, k, dtype), pool.clone()).unwrap();
-                assert!(!w.verify().unwrap().passed, "NaN-poisoned output must not pass");
+                let mut w =
+                    GemmWorkload::prepare(&GemmCase::new(m, n, k, dtype), pool.clone()).unwrap();
+                assert!(
+                    !w.verify().unwrap().passed,
+                    "NaN-poisoned output must not pass"
+                );
                 w.run(2).unwrap();
                 let c = w.verify().unwrap();
                 assert!(c.passed, "{dtype} {m}x{n}x{k}: {c:?}");
@@ -282,6 +405,9 @@ mod tests {
     #[test]
     fn unsupported_types_are_skipped() {
         let pool = Arc::new(PinnedPool::new().unwrap());
-        assert!(matches!(GemmWorkload::prepare(&GemmCase::new(8, 8, 8, Dtype::Fp8E4m3), pool), Err(PrepareError::Unsupported(_))));
+        assert!(matches!(
+            GemmWorkload::prepare(&GemmCase::new(8, 8, 8, Dtype::Fp8E4m3), pool),
+            Err(PrepareError::Unsupported(_))
+        ));
     }
 }

@@ -36,7 +36,8 @@ impl HostBackend {
             ..Default::default()
         };
         info.properties.insert("cpus".into(), format!("{cpus:?}"));
-        info.properties.insert("threads_pinned".into(), "one worker per allowed CPU".into());
+        info.properties
+            .insert("threads_pinned".into(), "one worker per allowed CPU".into());
         info
     }
 }
@@ -48,7 +49,9 @@ impl Backend for HostBackend {
 
     fn availability(&self) -> Availability {
         let env = HostEnvironment::detect();
-        Availability::Available { detail: cpu::describe(&env, cpu::allowed_cpus().len()) }
+        Availability::Available {
+            detail: cpu::describe(&env, cpu::allowed_cpus().len()),
+        }
     }
 
     fn devices(&self) -> Result<Vec<DeviceInfo>, String> {
@@ -59,7 +62,10 @@ impl Backend for HostBackend {
         if index != 0 {
             return Err(format!("the host backend has one device (0), not {index}"));
         }
-        Ok(Box::new(HostDevice { info: HostBackend::info(), pool: Arc::new(PinnedPool::new()?) }))
+        Ok(Box::new(HostDevice {
+            info: HostBackend::info(),
+            pool: Arc::new(PinnedPool::new()?),
+        }))
     }
 }
 
@@ -70,7 +76,10 @@ pub struct HostDevice {
 
 impl HostDevice {
     pub fn new() -> Result<HostDevice, String> {
-        Ok(HostDevice { info: HostBackend::info(), pool: Arc::new(PinnedPool::new()?) })
+        Ok(HostDevice {
+            info: HostBackend::info(),
+            pool: Arc::new(PinnedPool::new()?),
+        })
     }
 
     pub fn pool(&self) -> Arc<PinnedPool> {

@@ -65,7 +65,13 @@ mod tests {
 
     #[test]
     fn splits_cover_everything_once() {
-        for (n, parts, align) in [(1000, 3, 8), (7, 4, 8), (0, 2, 8), (1 << 20, 7, 16), (64, 64, 1)] {
+        for (n, parts, align) in [
+            (1000, 3, 8),
+            (7, 4, 8),
+            (0, 2, 8),
+            (1 << 20, 7, 16),
+            (64, 64, 1),
+        ] {
             let r = split_aligned(n, parts, align);
             assert_eq!(r.len(), parts);
             assert_eq!(r.first().unwrap().start, 0);

@@ -11,7 +11,10 @@ use tabled::settings::{Alignment, Style};
 
 fn level(record: &CaseRecord, device: Option<&DeviceInfo>) -> String {
     match (&record.case, device) {
-        (Case::Memory(m), Some(d)) => d.level_for(m.working_set).map(|l| l.name.clone()).unwrap_or_default(),
+        (Case::Memory(m), Some(d)) => d
+            .level_for(m.working_set)
+            .map(|l| l.name.clone())
+            .unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -43,14 +46,34 @@ fn compact(n: u64) -> String {
 /// The results table. `devices` gives each record's device (by index) for level names.
 pub fn render_table(records: &[CaseRecord], devices: &[DeviceInfo]) -> String {
     let mut b = Builder::default();
-    b.push_record(["#", "family", "case", "size / shape", "level", "value", "unit", "cov", "% spec", "verdict", "verified"]);
+    b.push_record([
+        "#",
+        "family",
+        "case",
+        "size / shape",
+        "level",
+        "value",
+        "unit",
+        "cov",
+        "% spec",
+        "verdict",
+        "verified",
+    ]);
     for r in records {
         let dev = devices.iter().find(|d| d.index == r.device);
         let (value, unit, cov) = match &r.measurement {
-            Some(m) => (fmt_value(m.value), m.unit.clone(), format!("{:.1}%", m.stats.cov * 100.0)),
+            Some(m) => (
+                fmt_value(m.value),
+                m.unit.clone(),
+                format!("{:.1}%", m.stats.cov * 100.0),
+            ),
             None => ("-".into(), String::new(), String::new()),
         };
-        let pct = r.verdict.efficiency.map(|e| format!("{:.1}%", e * 100.0)).unwrap_or_else(|| "-".into());
+        let pct = r
+            .verdict
+            .efficiency
+            .map(|e| format!("{:.1}%", e * 100.0))
+            .unwrap_or_else(|| "-".into());
         b.push_record([
             r.index.to_string(),
             r.case.family().name().to_string(),
@@ -88,11 +111,21 @@ pub fn render_summary(records: &[CaseRecord], end: Option<&EndRecord>) -> String
                     None => no_spec.push((key, 1)),
                 }
             }
-            kind => out.push_str(&format!("  #{} {} {}: {}: {}\n", r.index, r.case.op_name(), r.case.shape_label(), kind.label(), r.verdict.reason)),
+            kind => out.push_str(&format!(
+                "  #{} {} {}: {}: {}\n",
+                r.index,
+                r.case.op_name(),
+                r.case.shape_label(),
+                kind.label(),
+                r.verdict.reason
+            )),
         }
     }
     for (reason, n) in no_spec {
-        out.push_str(&format!("  NO SPEC ({n} case{}): {reason}\n", if n == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "  NO SPEC ({n} case{}): {reason}\n",
+            if n == 1 { "" } else { "s" }
+        ));
     }
     if let Some(e) = end {
         out.push_str(&format!(
@@ -100,7 +133,10 @@ pub fn render_summary(records: &[CaseRecord], end: Option<&EndRecord>) -> String
             e.cases, e.measured, e.passed, e.warned, e.failed, e.wrong, e.errors, e.skipped, e.no_spec, e.inconclusive
         ));
     } else {
-        out.push_str(&format!("{} cases recorded; the run did not finish (no end record)\n", records.len()));
+        out.push_str(&format!(
+            "{} cases recorded; the run did not finish (no end record)\n",
+            records.len()
+        ));
     }
     out
 }
@@ -116,8 +152,16 @@ mod tests {
             run_id: "r".into(),
             index,
             device: 0,
-            case: Case::Memory(MemoryCase { op: MemoryOp::Triad, working_set: 1 << 20, dtype: Dtype::F64 }),
-            status: if kind == VerdictKind::Skipped { CaseStatus::Skipped } else { CaseStatus::Failed },
+            case: Case::Memory(MemoryCase {
+                op: MemoryOp::Triad,
+                working_set: 1 << 20,
+                dtype: Dtype::F64,
+            }),
+            status: if kind == VerdictKind::Skipped {
+                CaseStatus::Skipped
+            } else {
+                CaseStatus::Failed
+            },
             started_at: String::new(),
             finished_at: String::new(),
             work: None,
@@ -131,12 +175,19 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_case_and_summary_explains_non_passes() {
-        let rows = vec![rec(0, VerdictKind::Skipped, "no FP8 here"), rec(1, VerdictKind::NoSpec, "no spec"), rec(2, VerdictKind::NoSpec, "no spec")];
+        let rows = vec![
+            rec(0, VerdictKind::Skipped, "no FP8 here"),
+            rec(1, VerdictKind::NoSpec, "no spec"),
+            rec(2, VerdictKind::NoSpec, "no spec"),
+        ];
         let t = render_table(&rows, &[]);
         assert_eq!(t.lines().count(), 3 + 4, "{t}");
         assert!(t.contains("SKIPPED") && t.contains("NO SPEC") && t.contains("1 MiB f64"));
         let s = render_summary(&rows, None);
-        assert!(s.contains("#0 triad 1 MiB f64: SKIPPED: no FP8 here"), "{s}");
+        assert!(
+            s.contains("#0 triad 1 MiB f64: SKIPPED: no FP8 here"),
+            "{s}"
+        );
         assert!(s.contains("NO SPEC (2 cases): no spec"), "{s}");
         assert!(s.contains("did not finish"));
     }
