@@ -605,15 +605,12 @@ impl Case {
                 )
             }
             Case::Collective(c) => format!(
-                "{} {} {}{}",
+                "{} {} {} rank{}{}",
                 format_size(c.bytes),
                 c.dtype,
                 c.ranks,
-                if c.in_place {
-                    " ranks in-place"
-                } else {
-                    " ranks"
-                }
+                if c.ranks == 1 { "" } else { "s" },
+                if c.in_place { " in-place" } else { "" }
             ),
         }
     }

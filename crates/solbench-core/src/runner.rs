@@ -488,7 +488,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "solbench-runner-test-{}-{}",
             std::process::id(),
-            ms.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("-")
+            ms.iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("r.jsonl");
