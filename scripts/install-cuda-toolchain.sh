@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Install the CUDA 13 compiler toolchain (nvcc, ptxas, NVVM, NVRTC, headers, cuobjdump,
+# nvdisasm) from PyPI wheels into $REPO/.toolchains/cuda (a Python venv, git-ignored).
+# No GPU, driver or system CUDA install is needed; this is what CI and scripts/check-kernels.sh use.
+#
+# Usage:
+#   eval "$(scripts/install-cuda-toolchain.sh)"     # install if needed, then export the paths
+#   scripts/install-cuda-toolchain.sh --force        # recreate the venv from scratch
+#
+# stdout carries only `export ...` lines (safe to eval); progress and the installed versions go
+# to stderr. Running it again is cheap: an existing venv with the pinned wheels is reused.
+#
+# Environment:
+#   SOLBENCH_CUDA_VENV     venv location (default: $REPO/.toolchains/cuda)
+#   SOLBENCH_CUDA_UNPINNED=1  install the newest 13.x wheels instead of the pins below
+#   PYTHON                 interpreter used to create the venv (default: python3)
+#
+# Layout of the wheels (CUDA 13): everything lands in <site-packages>/nvidia/cu13, which is a
+# CUDA_HOME-like root: bin/ (nvcc, ptxas, nvcc.profile, cuobjdump, nvdisasm), nvvm/bin/cicc,
+# nvvm/libdevice, include/ (cuda_bf16.h, cuda_fp8.h, ...; include/cccl for CCCL) and
+# lib/ (libnvrtc.so.13, libnvrtc-builtins.so.13.x, libcudart.so.13, libnvvm.so.4).
+# nvcc finds cicc/libdevice/include through bin/nvcc.profile relative to itself, so exporting
+# PATH is enough for nvcc; NVRTC needs include/ passed with --include-path (or
+# --use-bundled-headers), and libnvrtc must be on LD_LIBRARY_PATH for dlopen.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SOLBENCH_CUDA_VENV:-$REPO/.toolchains/cuda}"
+PYTHON="${PYTHON:-python3}"
+
+# Pinned to the newest 13.x wheels on PyPI when this script was written (CUDA 13.5). nvidia-cuda-cccl is versioned
+# separately by NVIDIA (CCCL 3.3.x shipped as 13.3.5.x).
+PINNED=(
+  nvidia-cuda-nvcc==13.5.37
+  nvidia-cuda-crt==13.5.37
+  nvidia-nvvm==13.5.37
+  nvidia-cuda-cccl==13.3.5.0.6
+  nvidia-cuda-runtime==13.5.37
+  nvidia-cuda-nvrtc==13.5.37
+  nvidia-cuda-cuobjdump==13.5.37
+  nvidia-cuda-nvdisasm==13.5.37
+)
+UNPINNED=(
+  'nvidia-cuda-nvcc>=13,<14' 'nvidia-cuda-crt>=13,<14' 'nvidia-nvvm>=13,<14'
+  'nvidia-cuda-cccl>=13,<14' 'nvidia-cuda-runtime>=13,<14' 'nvidia-cuda-nvrtc>=13,<14'
+  'nvidia-cuda-cuobjdump>=13,<14' 'nvidia-cuda-nvdisasm>=13,<14'
+)
+
+log() { printf '%s\n' "$*" >&2; }
+die() { printf 'install-cuda-toolchain: %s\n' "$*" >&2; exit 1; }
+
+FORCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    *) die "unknown argument '$arg' (expected --force or --help)." ;;
+  esac
+done
+
+if [[ "${SOLBENCH_CUDA_UNPINNED:-0}" == 1 ]]; then WANT=("${UNPINNED[@]}"); else WANT=("${PINNED[@]}"); fi
+
+# The CUDA root inside the venv, or empty if the venv has no python yet.
+cuda_root() {
+  [[ -x "$VENV/bin/python" ]] || return 0
+  local sp
+  sp="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)" || return 0
+  [[ -d "$sp/nvidia/cu13" ]] && printf '%s\n' "$sp/nvidia/cu13"
+  return 0
+}
+
+# True when the venv already holds exactly the wanted pins (or any 13.x when unpinned).
+up_to_date() {
+  [[ -x "$VENV/bin/pip" ]] || return 1
+  local frozen
+  frozen="$("$VENV/bin/pip" freeze 2>/dev/null)" || return 1
+  if [[ "${SOLBENCH_CUDA_UNPINNED:-0}" == 1 ]]; then
+    local name
+    for spec in "${UNPINNED[@]}"; do
+      name="${spec%%>=*}"
+      grep -qi "^${name}==13\." <<<"$frozen" || return 1
+    done
+  else
+    for spec in "${PINNED[@]}"; do
+      grep -qix "$spec" <<<"$frozen" || return 1
+    done
+  fi
+  local root; root="$(cuda_root)"
+  [[ -n "$root" && -x "$root/bin/nvcc" && -x "$root/bin/ptxas" ]]
+}
+
+start=$SECONDS
+if [[ $FORCE == 1 && -d "$VENV" ]]; then
+  log "removing $VENV (--force)"
+  rm -rf "$VENV"
+fi
+
+if up_to_date; then
+  log "CUDA toolchain already installed in $VENV"
+else
+  command -v "$PYTHON" >/dev/null 2>&1 \
+    || die "'$PYTHON' was not found; install Python 3.9+ with the venv module (Debian/Ubuntu: apt-get install python3 python3-venv)."
+  "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+    || die "'$PYTHON' lacks the venv/ensurepip modules, so no venv with pip can be created; install them (Debian/Ubuntu: apt-get install python3-venv)."
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    log "creating venv $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    "$PYTHON" -m venv "$VENV" || die "'$PYTHON -m venv $VENV' failed; check that python3-venv is installed and the directory is writable."
+  fi
+  [[ -x "$VENV/bin/pip" ]] || die "the venv at $VENV has no pip; delete it and install python3-venv, or rerun with --force."
+  log "installing: ${WANT[*]}"
+  "$VENV/bin/pip" install --disable-pip-version-check -q "${WANT[@]}" >&2 \
+    || die "pip could not install the CUDA wheels (see the pip output above; network access to PyPI is needed)."
+fi
+
+ROOT="$(cuda_root)"
+[[ -n "$ROOT" ]] || die "the wheels installed but $VENV has no nvidia/cu13 directory; the wheel layout changed, so update this script."
+for tool in nvcc ptxas; do
+  [[ -x "$ROOT/bin/$tool" ]] || die "$ROOT/bin/$tool is missing; rerun with --force."
+done
+[[ -f "$ROOT/include/cuda_bf16.h" ]] || die "$ROOT/include/cuda_bf16.h is missing (it comes from nvidia-cuda-runtime); rerun with --force."
+ls "$ROOT"/lib/libnvrtc.so.* >/dev/null 2>&1 || die "libnvrtc.so.* is missing from $ROOT/lib (it comes from nvidia-cuda-nvrtc); rerun with --force."
+
+"$ROOT/bin/nvcc" --version >/dev/null 2>&1 || die "$ROOT/bin/nvcc does not run: $("$ROOT/bin/nvcc" --version 2>&1 | tail -1)"
+"$ROOT/bin/ptxas" --version >/dev/null 2>&1 || die "$ROOT/bin/ptxas does not run: $("$ROOT/bin/ptxas" --version 2>&1 | tail -1)"
+
+log "installed wheels:"
+"$VENV/bin/pip" freeze 2>/dev/null | grep -i '^nvidia-' | sed 's/^/  /' >&2
+log "nvcc:  $("$ROOT/bin/nvcc" --version | tail -2 | head -1)"
+log "ptxas: $("$ROOT/bin/ptxas" --version | tail -2 | head -1)"
+log "CUDA root: $ROOT  (ready in $((SECONDS - start)) s)"
+
+# The lines a caller evals. CUDA_HOME/CUDA_PATH point at the CUDA-like root so the Rust header
+# discovery (CUDA_HOME/include) and cudarc's NVRTC dlopen (LD_LIBRARY_PATH) both find it.
+q() { printf '%q' "$1"; }
+printf 'export CUDA_HOME=%s\n' "$(q "$ROOT")"
+printf 'export CUDA_PATH=%s\n' "$(q "$ROOT")"
+printf 'export SOLBENCH_CUDA_INCLUDE=%s\n' "$(q "$ROOT/include")"
+printf 'export PATH=%s:"$PATH"\n' "$(q "$ROOT/bin")"
+printf 'export LD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n' "$(q "$ROOT/lib")"
