@@ -6,7 +6,6 @@
 //! then they are reported as skipped with that reason.
 
 pub mod attention;
-#[allow(clippy::all)]
 pub mod attention_reference;
 pub mod cpu;
 pub mod gemm;
