@@ -24,6 +24,8 @@ fn kernels(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(op.name(), ws), &ws, |b, _| {
                 b.iter_custom(|iters| w.run(iters as u32).expect("run"));
             });
+            // Run once more outside the timing (the benchmark may be filtered out), then check.
+            w.run(1).expect("run");
             assert!(
                 w.verify().expect("verify").passed,
                 "{op:?} {ws} produced a wrong result"
