@@ -1,5 +1,5 @@
-//! Embeds specs/*.toml and kernels/* into the binary, so an installed `solbench` needs
-//! no source tree, and records the git revision it was built from.
+//! Embeds specs/*.toml into the binary, so an installed `solbench` needs no source tree
+//! (the CUDA kernels are embedded by crates/solbench-cuda), and records the git revision.
 
 use std::fs;
 use std::path::Path;
@@ -39,7 +39,6 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let mut code = String::new();
     embed("specs", &["toml"], &mut code, "SPECS");
-    embed("kernels", &["cu", "cuh", "h", "hip"], &mut code, "KERNELS");
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("assets.rs");
     fs::write(out, code).unwrap();
 

@@ -18,6 +18,7 @@ fn kernels(c: &mut Criterion) {
                 op,
                 working_set: ws as u64,
                 dtype: Dtype::F64,
+                peer: None,
             };
             let mut w = memory::prepare(&case, pool.clone()).expect("prepare");
             group.throughput(Throughput::Bytes(memory_work(&case).bytes as u64));

@@ -97,6 +97,25 @@ SB_DEVICE f64 hsum(double2 a) { return a.x + a.y; }
 SB_DEVICE f32 hsum(float4 a) { return (a.x + a.y) + (a.z + a.w); }
 
 // ---------------------------------------------------------------------------------------
+// Reproducible random values: a pure function of (seed, index), mirrored bit for bit on
+// the host (solbench_cuda::pattern). SplitMix64's finaliser of seed + (i + 1) * golden
+// ratio; the top bits become the mantissa of a number in [1, 2), so values are never zero,
+// never denormal, and sums of them are well conditioned.
+SB_DEVICE u64 mix64(u64 z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+SB_DEVICE u64 random_bits(u64 seed, u64 i) { return mix64(seed + (i + 1ull) * 0x9E3779B97F4A7C15ull); }
+template <class T> SB_DEVICE T random_value(u64 seed, u64 i);
+template <> SB_DEVICE f64 random_value<f64>(u64 seed, u64 i) {
+  return __longlong_as_double((long long)(0x3FF0000000000000ull | (random_bits(seed, i) >> 12)));
+}
+template <> SB_DEVICE f32 random_value<f32>(u64 seed, u64 i) {
+  return __uint_as_float(0x3F800000u | (u32)(random_bits(seed, i) >> 41));
+}
+
+// ---------------------------------------------------------------------------------------
 // Reductions. blockDim.x must be a multiple of 32 and at most 1024.
 template <class T> SB_DEVICE T warp_sum(T v) {
 #pragma unroll

@@ -15,6 +15,7 @@ use solbench_core::spec::SpecDb;
 use solbench_core::suite::{PlanTarget, Suite, PROFILES};
 use solbench_core::verdict::{fmt_value, Acceptance, Judge};
 use solbench_core::Case;
+use solbench_cuda::CudaBackend;
 use solbench_host::HostBackend;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -22,7 +23,7 @@ use std::time::Instant;
 
 /// Every backend this binary knows, most preferred first (`auto` takes the first available).
 fn backends() -> Vec<Box<dyn Backend>> {
-    vec![Box::new(HostBackend)]
+    vec![Box::new(CudaBackend::new()), Box::new(HostBackend)]
 }
 
 fn spec_db() -> Result<SpecDb, String> {
@@ -276,13 +277,13 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
             .iter()
             .find(|b| matches!(b.availability(), Availability::Available { .. }))
             .ok_or("no backend is available on this machine")?,
-        BackendChoice::Host => {
+        named => {
             let b = all
                 .iter()
-                .find(|b| b.name() == "host")
-                .expect("host backend is always built");
+                .find(|b| b.name() == named.name())
+                .ok_or_else(|| format!("this build has no {} backend", named.name()))?;
             if let Availability::Unavailable { reason } = b.availability() {
-                return Err(format!("the host backend cannot run: {reason}"));
+                return Err(format!("the {} backend cannot run: {reason}", b.name()));
             }
             b
         }

@@ -1,8 +1,6 @@
 //! The `solbench` command line: parse, then hand over to the commands in `app`.
 
 mod app;
-// KERNELS is read by the GPU backends, which arrive in their own issues.
-#[allow(dead_code)]
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }
@@ -25,8 +23,20 @@ struct Cli {
 pub enum BackendChoice {
     /// The best available backend: a GPU backend when one works, else the host CPU.
     Auto,
+    /// NVIDIA GPUs through CUDA (driver 570+ and NVRTC needed; `solbench list` says what is missing).
+    Cuda,
     /// The host CPU.
     Host,
+}
+
+impl BackendChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::Host => "host",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

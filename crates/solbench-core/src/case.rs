@@ -171,7 +171,8 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// Memory operations, BabelStream's kernels plus pure read and write.
+/// Memory operations: BabelStream's kernels plus pure read and write (every backend), and
+/// the GPU-only shared-memory and copy-engine transfers nvbandwidth measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemoryOp {
@@ -183,14 +184,44 @@ pub enum MemoryOp {
     Copy,
     /// `a[i] = b[i] + s * c[i]`: two reads, one write.
     Triad,
+    /// Shared memory (SRAM) bandwidth of the whole GPU: every SM full of blocks.
+    Smem,
+    /// Shared memory bandwidth of one SM (one block), the per-SM figure.
+    SmemSm,
+    /// Device-local copy by a copy engine (`cuMemcpyDtoDAsync`).
+    CeCopy,
+    /// Host to device by a copy engine, from pinned (not write-combined) host memory.
+    H2d,
+    /// Device to host by a copy engine, into pinned host memory.
+    D2h,
+    /// Host to device and device to host at the same time, on two streams.
+    Bidir,
+    /// This GPU to the GPU `peer`, by a copy engine with peer access enabled.
+    Peer,
 }
 
 impl MemoryOp {
+    /// The streaming kernels every backend runs (the default when a suite lists no ops).
     pub const ALL: [MemoryOp; 4] = [
         MemoryOp::Read,
         MemoryOp::Write,
         MemoryOp::Copy,
         MemoryOp::Triad,
+    ];
+
+    /// Every operation, in the order `parse` lists them.
+    pub const EVERY: [MemoryOp; 11] = [
+        MemoryOp::Read,
+        MemoryOp::Write,
+        MemoryOp::Copy,
+        MemoryOp::Triad,
+        MemoryOp::Smem,
+        MemoryOp::SmemSm,
+        MemoryOp::CeCopy,
+        MemoryOp::H2d,
+        MemoryOp::D2h,
+        MemoryOp::Bidir,
+        MemoryOp::Peer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -199,28 +230,56 @@ impl MemoryOp {
             MemoryOp::Write => "write",
             MemoryOp::Copy => "copy",
             MemoryOp::Triad => "triad",
+            MemoryOp::Smem => "smem",
+            MemoryOp::SmemSm => "smem_sm",
+            MemoryOp::CeCopy => "ce_copy",
+            MemoryOp::H2d => "h2d",
+            MemoryOp::D2h => "d2h",
+            MemoryOp::Bidir => "bidir",
+            MemoryOp::Peer => "peer",
         }
     }
 
     pub fn parse(text: &str) -> Result<MemoryOp, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "read" => Ok(MemoryOp::Read),
-            "write" => Ok(MemoryOp::Write),
-            "copy" => Ok(MemoryOp::Copy),
-            "triad" => Ok(MemoryOp::Triad),
-            other => Err(format!(
-                "'{other}' is not a memory operation: choose from read, write, copy, triad"
-            )),
-        }
+        let t = text.trim().to_ascii_lowercase();
+        MemoryOp::EVERY
+            .into_iter()
+            .find(|op| op.name() == t)
+            .ok_or_else(|| {
+                format!(
+                    "'{t}' is not a memory operation: choose from {}",
+                    MemoryOp::EVERY.map(|o| o.name()).join(", ")
+                )
+            })
     }
 
     /// How many arrays the operation touches (the working set is split evenly among them).
+    /// Copy-engine transfers take their size as the copy size (nvbandwidth's `-b`), and the
+    /// shared-memory kernels size themselves from the device.
     pub fn arrays(self) -> u64 {
         match self {
-            MemoryOp::Read | MemoryOp::Write => 1,
             MemoryOp::Copy => 2,
             MemoryOp::Triad => 3,
+            _ => 1,
         }
+    }
+
+    /// Shared-memory and copy-engine operations exist only on GPUs.
+    pub fn gpu_only(self) -> bool {
+        !MemoryOp::ALL.contains(&self)
+    }
+
+    /// Copy-engine transfers: bytes counted once, sized by the copy (not by a cache level).
+    pub fn is_copy_engine(self) -> bool {
+        matches!(
+            self,
+            MemoryOp::CeCopy | MemoryOp::H2d | MemoryOp::D2h | MemoryOp::Bidir | MemoryOp::Peer
+        )
+    }
+
+    /// Shared-memory bandwidth kernels (their size comes from the device, not the suite).
+    pub fn is_shared_memory(self) -> bool {
+        matches!(self, MemoryOp::Smem | MemoryOp::SmemSm)
     }
 }
 
@@ -232,6 +291,9 @@ pub struct MemoryCase {
     pub op: MemoryOp,
     pub working_set: u64,
     pub dtype: Dtype,
+    /// `peer` only: the index of the destination GPU (the source is the device running it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<u32>,
 }
 
 impl MemoryCase {
@@ -551,7 +613,10 @@ impl Case {
     /// Short operation name used in tables and metric keys.
     pub fn op_name(&self) -> String {
         match self {
-            Case::Memory(m) => m.op.name().to_string(),
+            Case::Memory(m) => match m.peer {
+                Some(p) if m.op == MemoryOp::Peer => format!("peer ->{p}"),
+                _ => m.op.name().to_string(),
+            },
             Case::Gemm(g) => match g.b_dtype {
                 Some(b) if b != g.dtype => format!("{}x{}", g.dtype, b),
                 _ => g.dtype.name().to_string(),
@@ -573,6 +638,10 @@ impl Case {
     /// Human description of the size/shape of the case.
     pub fn shape_label(&self) -> String {
         match self {
+            Case::Memory(m) if m.op.is_shared_memory() => "shared memory".into(),
+            Case::Memory(m) if m.op.is_copy_engine() => {
+                format!("{} copy", format_size(m.working_set))
+            }
             Case::Memory(m) => format!("{} {}", format_size(m.working_set), m.dtype),
             Case::Gemm(g) => {
                 let b = if g.batch > 1 {
@@ -639,6 +708,7 @@ mod tests {
                 op: MemoryOp::Triad,
                 working_set: 3 << 20,
                 dtype: Dtype::F64,
+                peer: None,
             }),
             Case::Gemm(GemmCase::new(4096, 14336, 4096, Dtype::Bf16)),
             Case::Attention(AttentionCase {
@@ -706,12 +776,14 @@ mod tests {
             op: MemoryOp::Triad,
             working_set: 3 * 8 * 1000,
             dtype: Dtype::F64,
+            peer: None,
         };
         assert_eq!(triad.elements_per_array(), 1000);
         let read = MemoryCase {
             op: MemoryOp::Read,
             working_set: 8000,
             dtype: Dtype::F32,
+            peer: None,
         };
         assert_eq!(read.elements_per_array(), 2000);
     }

@@ -72,7 +72,8 @@ pub struct MemorySweep {
     /// Explicit working-set sizes.
     #[serde(default)]
     pub sizes: Option<Vec<String>>,
-    /// A geometric sweep of working-set sizes; `to = "auto"` means well past the last cache.
+    /// A geometric sweep of working-set sizes; `to = "auto"` means well past the last cache,
+    /// `to = "max"` the largest size the device can spare.
     #[serde(default)]
     pub sweep: Option<SizeSweep>,
     /// One size inside each cache level and one in main memory.
@@ -241,11 +242,13 @@ impl Suite {
         }
         for (i, m) in self.memory.iter().enumerate() {
             let at = format!("memory[{i}]");
-            memory_ops(m).map_err(|e| format!("{at}.ops: {e}"))?;
+            let ops = memory_ops(m).map_err(|e| format!("{at}.ops: {e}"))?;
             memory_dtype(m).map_err(|e| format!("{at}.dtype: {e}"))?;
             let ways =
                 m.sizes.is_some() as u8 + m.sweep.is_some() as u8 + (m.levels == Some(true)) as u8;
-            if ways != 1 {
+            // Shared-memory kernels size themselves from the device: no sizes needed.
+            let sizeless = ops.iter().all(|op| op.is_shared_memory());
+            if ways != 1 && !(sizeless && ways == 0) {
                 return Err(format!(
                     "{at}: give exactly one of sizes, sweep or levels = true"
                 ));
@@ -257,8 +260,10 @@ impl Suite {
             }
             if let Some(sw) = &m.sweep {
                 let from = parse_size(&sw.from).map_err(|e| format!("{at}.sweep.from: {e}"))?;
-                if sw.to != "auto" {
-                    let to = parse_size(&sw.to).map_err(|e| format!("{at}.sweep.to: {e}"))?;
+                if sw.to != "auto" && sw.to != "max" {
+                    let to = parse_size(&sw.to).map_err(|e| {
+                        format!("{at}.sweep.to: give \"auto\" (past the last cache), \"max\" (as large as memory allows) or a size; {e}")
+                    })?;
                     if to < from {
                         return Err(format!(
                             "{at}.sweep: to ({}) is smaller than from ({})",
@@ -314,31 +319,73 @@ impl Suite {
     /// Turns the suite into cases for one device.
     pub fn plan(&self, target: &PlanTarget) -> Result<Plan, String> {
         let mut plan = Plan::default();
+        let on_host = target.device.backend == "host";
+        let mut gpu_only_dropped = Vec::new();
         for m in &self.memory {
             let ops = memory_ops(m)?;
             let dtype = memory_dtype(m)?;
-            let mut sizes = memory_sizes(m, target.device)?;
-            let before = sizes.len();
-            if let Some(max) = sizes.iter().copied().max() {
-                if max > target.memory_budget {
-                    sizes.retain(|s| *s <= target.memory_budget);
-                    plan.notes.push(format!(
-                        "memory sizes above {} were dropped ({} of {}): they exceed the memory this device can spare",
-                        format_size(target.memory_budget),
-                        before - sizes.len(),
-                        before
-                    ));
-                }
-            }
+            let sizes = memory_sizes(m, target.device, target.memory_budget)?;
+            let (mut dropped, mut considered) = (0usize, 0usize);
             for &op in &ops {
-                for &ws in &sizes {
+                if op.gpu_only() && on_host {
+                    gpu_only_dropped.push(op.name());
+                    continue;
+                }
+                if op.is_shared_memory() {
+                    // Sized from the device (blocks x shared memory per block), not the suite.
                     plan.cases.push(Case::Memory(MemoryCase {
                         op,
-                        working_set: ws,
+                        working_set: 0,
                         dtype,
+                        peer: None,
                     }));
+                    continue;
+                }
+                let peers: Vec<Option<u32>> = if op == MemoryOp::Peer {
+                    (0..target.device_count)
+                        .filter(|&p| p as usize != target.device.index)
+                        .map(Some)
+                        .collect()
+                } else {
+                    vec![None]
+                };
+                if peers.is_empty() {
+                    plan.notes.push(format!(
+                        "peer copies need a second GPU; device {} has no peer, so they were not planned",
+                        target.device.index
+                    ));
+                    continue;
+                }
+                for &ws in &sizes {
+                    considered += 1;
+                    if memory_footprint(op, ws) > target.memory_budget {
+                        dropped += 1;
+                        continue;
+                    }
+                    for &peer in &peers {
+                        plan.cases.push(Case::Memory(MemoryCase {
+                            op,
+                            working_set: ws,
+                            dtype,
+                            peer,
+                        }));
+                    }
                 }
             }
+            if dropped > 0 {
+                plan.notes.push(format!(
+                    "memory sizes whose buffers exceed {} were dropped ({dropped} of {considered}): they exceed the memory this device can spare",
+                    format_size(target.memory_budget),
+                ));
+            }
+        }
+        if !gpu_only_dropped.is_empty() {
+            gpu_only_dropped.sort_unstable();
+            gpu_only_dropped.dedup();
+            plan.notes.push(format!(
+                "the memory operations {} need a GPU backend and were not planned on the host",
+                gpu_only_dropped.join(", ")
+            ));
         }
         for g in &self.gemm {
             let mut shapes = Vec::new();
@@ -383,7 +430,7 @@ fn one_line(s: &str) -> String {
 fn memory_ops(m: &MemorySweep) -> Result<Vec<MemoryOp>, String> {
     match &m.ops {
         None => Ok(MemoryOp::ALL.to_vec()),
-        Some(ops) if ops.is_empty() => Err("list at least one of read, write, copy, triad".into()),
+        Some(ops) if ops.is_empty() => Err("list at least one memory operation (read, write, copy, triad, smem, ce_copy, h2d, ...)".into()),
         Some(ops) => ops.iter().map(|o| MemoryOp::parse(o)).collect(),
     }
 }
@@ -398,7 +445,18 @@ fn memory_dtype(m: &MemorySweep) -> Result<Dtype, String> {
     Ok(d)
 }
 
-fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String> {
+/// Device memory a memory case allocates: the streaming arrays (the working set), or the
+/// copy buffers (a device-local copy and a bidirectional transfer hold two of them).
+fn memory_footprint(op: MemoryOp, working_set: u64) -> u64 {
+    match op {
+        MemoryOp::CeCopy | MemoryOp::Bidir => working_set.saturating_mul(2),
+        _ => working_set,
+    }
+}
+
+/// `to = "auto"` ends well past the last cache; `to = "max"` at the memory budget (most of
+/// free device memory on a GPU), so the sweep shows the HBM plateau out to the end.
+fn memory_sizes(m: &MemorySweep, device: &DeviceInfo, budget: u64) -> Result<Vec<u64>, String> {
     let levels = &device.memory_levels;
     let last_cache = levels
         .iter()
@@ -413,12 +471,15 @@ fn memory_sizes(m: &MemorySweep, device: &DeviceInfo) -> Result<Vec<u64>, String
     }
     if let Some(sw) = &m.sweep {
         let from = parse_size(&sw.from)?;
-        let to = if sw.to == "auto" {
-            main
-        } else {
-            parse_size(&sw.to)?
+        let to = match sw.to.as_str() {
+            "auto" => main,
+            "max" => budget,
+            other => parse_size(other)?,
         };
         return Ok(geometric_sweep(from, to, sw.factor));
+    }
+    if m.levels != Some(true) {
+        return Ok(Vec::new()); // a shared-memory-only entry: sized by the device
     }
     // levels = true: half of each cache level's capacity, then main memory.
     let mut out: Vec<u64> = levels
@@ -679,7 +740,7 @@ mod tests {
             sweep: None,
             levels: Some(true),
         };
-        let sizes = memory_sizes(&m, &cpu()).unwrap();
+        let sizes = memory_sizes(&m, &cpu(), 1 << 40).unwrap();
         assert_eq!(sizes, vec![48 << 10, 2 << 20, 16 << 20, 256 << 20]);
         let dev = cpu();
         for (s, want) in sizes.iter().zip(["L1d", "L2", "L3", "DRAM"]) {
@@ -706,6 +767,117 @@ mod tests {
         assert!(plan.notes[0].contains("dropped"), "{:?}", plan.notes);
     }
 
+    fn gpu(index: usize) -> DeviceInfo {
+        DeviceInfo {
+            backend: "cuda".into(),
+            index,
+            name: "GPU".into(),
+            memory_levels: vec![
+                MemoryLevel {
+                    name: "L2".into(),
+                    bytes: 50 << 20,
+                    detail: String::new(),
+                },
+                MemoryLevel {
+                    name: "HBM".into(),
+                    bytes: 80 << 30,
+                    detail: String::new(),
+                },
+            ],
+            ..DeviceInfo::default()
+        }
+    }
+
+    const TRANSFERS: &str = "[[memory]]\nops = [\"smem\", \"smem_sm\"]\n[[memory]]\nops = [\"ce_copy\", \"h2d\", \"peer\"]\nsizes = [\"512M\", \"40G\"]\n";
+
+    #[test]
+    fn transfers_expand_to_every_peer_and_respect_each_footprint() {
+        let suite = Suite::parse("t.toml", TRANSFERS).unwrap();
+        let dev = gpu(1);
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 64 << 30,
+                device_count: 4,
+            })
+            .unwrap();
+        let labels: Vec<String> = plan
+            .cases
+            .iter()
+            .map(|c| format!("{} {}", c.op_name(), c.shape_label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "smem shared memory",
+                "smem_sm shared memory",
+                "ce_copy 512 MiB copy",
+                "h2d 512 MiB copy",
+                "h2d 40 GiB copy",
+                "peer ->0 512 MiB copy",
+                "peer ->2 512 MiB copy",
+                "peer ->3 512 MiB copy",
+                "peer ->0 40 GiB copy",
+                "peer ->2 40 GiB copy",
+                "peer ->3 40 GiB copy",
+            ]
+        );
+        // ce_copy at 40 GiB needs two 40 GiB buffers: more than the 64 GiB budget.
+        assert!(
+            plan.notes.iter().any(|n| n.contains("dropped (1 of 6)")),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn gpu_only_operations_are_not_planned_on_the_host_and_a_lone_gpu_has_no_peers() {
+        let suite = Suite::parse("t.toml", TRANSFERS).unwrap();
+        let dev = cpu();
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 64 << 30,
+                device_count: 1,
+            })
+            .unwrap();
+        assert!(plan.cases.is_empty());
+        assert!(
+            plan.notes[0].contains("ce_copy, h2d, peer, smem, smem_sm need a GPU backend"),
+            "{:?}",
+            plan.notes
+        );
+        let dev = gpu(0);
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 64 << 30,
+                device_count: 1,
+            })
+            .unwrap();
+        assert!(plan.notes.iter().any(|n| n.contains("need a second GPU")));
+        assert!(!plan.cases.iter().any(|c| c.op_name().starts_with("peer")));
+    }
+
+    #[test]
+    fn a_sweep_to_max_ends_at_the_budget() {
+        let suite = Suite::parse(
+            "t.toml",
+            "[[memory]]\nops = [\"triad\"]\nsweep = { from = \"1G\", to = \"max\", factor = 2.0 }\n",
+        )
+        .unwrap();
+        let dev = gpu(0);
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 8 << 30,
+                device_count: 1,
+            })
+            .unwrap();
+        let sizes: Vec<String> = plan.cases.iter().map(|c| c.shape_label()).collect();
+        assert_eq!(sizes, ["1 GiB f64", "2 GiB f64", "4 GiB f64", "8 GiB f64"]);
+    }
+
     #[test]
     fn suite_errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
@@ -713,6 +885,8 @@ mod tests {
             ("[[memory]]\nops = [\"triadd\"]\nlevels = true\n", "memory[0].ops: 'triadd' is not a memory operation"),
             ("[[memory]]\nlevels = true\nsizes = [\"1M\"]\n", "memory[0]: give exactly one of"),
             ("[[memory]]\nsizs = [\"1M\"]\n", "unknown field `sizs`"),
+            ("[[memory]]\nops = [\"h2d\"]\n", "memory[0]: give exactly one of"),
+            ("[[memory]]\nsweep = { from = \"1M\", to = \"most\" }\n", "memory[0].sweep.to: give \"auto\" (past the last cache), \"max\" (as large as memory allows) or a size; 'most' is not a size"),
             ("[[gemm]]\ndtypes = [\"bf17\"]\nshapes = [\"64x64x64\"]\n", "gemm[0].dtypes[0]: 'bf17' is not a data type"),
             ("[[gemm]]\ndtypes = [\"bf16\"]\nshapes = [\"64x64\"]\n", "gemm[0].shapes[0]"),
             ("[[attention]]\nvariant = \"gqa\"\nphase = \"prefill\"\nq_heads = 32\nkv_heads = 5\nhead_dim = 128\nkv_len = 512\n", "attention[0]: attention q_heads (32) must be a multiple of kv_heads (5)"),

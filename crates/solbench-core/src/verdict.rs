@@ -2,8 +2,8 @@
 //! the reason in words.
 
 use crate::backend::DeviceInfo;
-use crate::case::Case;
-use crate::spec::{Expectation, Peak, Spec, SpecDb};
+use crate::case::{Case, MemoryOp};
+use crate::spec::{Expectation, Peak, Spec, SpecDb, SpecValue};
 use crate::work::{Headline, Work};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -87,6 +87,10 @@ impl Verdict {
 pub fn default_expectation(metric: &str) -> Option<Expectation> {
     let (pass, warn, why) = match metric {
         "memory.dram" => (0.80, 0.70, "STREAM-style kernels reach ~90% of the HBM spec on healthy GPUs (A100 BabelStream triad 90%; torchao assumes 92% on H100)"),
+        "memory.ce_copy" => (0.80, 0.70, "a copy-engine device-local copy moves each byte twice through HBM; nvbandwidth-style copies reach ~90% of half the HBM spec (an H100 SXM near 1.5 TB/s counted once, 3.0 TB/s read + write)"),
+        "memory.h2d" | "memory.d2h" => (0.75, 0.60, "pinned copies over a healthy PCIe x16 link reach ~80-88% of the per-direction line rate (Gen4 ~25 of 32 GB/s, Gen5 ~55 of 64 GB/s); a link trained at lower width or generation lands far below"),
+        "memory.bidir" => (0.65, 0.50, "both directions at once share the root complex and completion credits; ~70-85% of the bidirectional line rate is typical"),
+        "memory.peer" => (0.75, 0.60, "NVLink 4 peer copies reach ~380 of 450 GB/s per direction (84%, p2pBandwidthLatencyTest on HGX H100)"),
         "gemm.bf16" | "gemm.fp16" => (0.65, 0.55, "mamf-finder: NVIDIA Ampere/Hopper/Blackwell reach 77-87% of dense BF16 peak at the best shape"),
         "gemm.fp8" => (0.60, 0.50, "mamf-finder: NVIDIA reaches 71-78% of dense FP8 peak at the best shape"),
         "gemm.tf32" => (0.60, 0.50, "TF32 tensor-core GEMM runs at a similar fraction of peak as BF16, slightly lower"),
@@ -157,7 +161,11 @@ impl Acceptance {
 pub fn check_metric_name(key: &str) -> Result<(), String> {
     let (family, metric) = key.split_once('.').unwrap_or((key, ""));
     let ok = match family {
-        "memory" => metric == "dram" || (metric.starts_with('l') && metric.len() <= 3),
+        "memory" => {
+            metric == "dram"
+                || (metric.starts_with('l') && metric.len() <= 3)
+                || MemoryOp::parse(metric).is_ok_and(|op| op.gpu_only())
+        }
         "gemm" => ["fp8", "bf16", "fp16", "tf32", "fp32", "fp64"].contains(&metric),
         "attention" => ["prefill", "decode"].contains(&metric),
         "collective" => crate::case::CollectiveOp::parse(metric).is_ok(),
@@ -166,7 +174,54 @@ pub fn check_metric_name(key: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("not a metric solbench judges (memory.dram, memory.l2, gemm.{fp8,bf16,fp16,tf32,fp32,fp64}, attention.{prefill,decode}, collective.<op>)".into())
+        Err("not a metric solbench judges (memory.dram, memory.l2, memory.{ce_copy,h2d,d2h,bidir,peer,smem,smem_sm}, gemm.{fp8,bf16,fp16,tf32,fp32,fp64}, attention.{prefill,decode}, collective.<op>)".into())
+    }
+}
+
+/// The peak of a GPU-only memory operation, from the spec sheet's interconnect and memory
+/// figures, or why there is none.
+fn transfer_peak(spec: &Spec, op: MemoryOp) -> Result<Peak, String> {
+    let from = |v: &Option<SpecValue>, scale: f64, what: String| -> Option<Peak> {
+        v.as_ref().map(|v| Peak {
+            value: v.value * scale,
+            unit: "GB/s".into(),
+            what,
+            source: v.source.clone(),
+        })
+    };
+    let i = &spec.interconnect;
+    let pcie = |scale: f64, what: &str| {
+        from(&i.pcie_gb_s, scale, format!("PCIe {what} of {}", spec.name))
+            .ok_or_else(|| format!("{} lists no PCIe bandwidth", spec.name))
+    };
+    match op {
+        MemoryOp::Smem | MemoryOp::SmemSm => Err(format!(
+            "spec sheets publish no shared-memory bandwidth for {}; the device's theoretical figure is recorded with the device",
+            spec.name
+        )),
+        MemoryOp::CeCopy => from(
+            &spec.memory.bandwidth_gb_s,
+            0.5,
+            format!(
+                "half the memory bandwidth of {} (a copy reads and writes each byte it counts once)",
+                spec.name
+            ),
+        )
+        .ok_or_else(|| format!("{} lists no memory bandwidth", spec.name)),
+        MemoryOp::H2d | MemoryOp::D2h => pcie(0.5, "bandwidth per direction"),
+        MemoryOp::Bidir => pcie(1.0, "bandwidth, both directions together"),
+        MemoryOp::Peer => from(
+            &i.scale_up_per_direction_gb_s,
+            1.0,
+            format!(
+                "{} bandwidth per direction of {}",
+                i.scale_up.as_deref().unwrap_or("scale-up"),
+                spec.name
+            ),
+        )
+        .map(Ok)
+        .unwrap_or_else(|| pcie(0.5, "bandwidth per direction (no scale-up link listed)")),
+        _ => Err(format!("{} is not a transfer operation", op.name())),
     }
 }
 
@@ -203,6 +258,7 @@ impl<'a> Judge<'a> {
     /// The metric key and the level label of a case on this device.
     pub fn metric_key(&self, case: &Case) -> String {
         match case {
+            Case::Memory(m) if m.op.gpu_only() => format!("memory.{}", m.op.name()),
             Case::Memory(m) => {
                 let level = self
                     .device
@@ -245,6 +301,7 @@ impl<'a> Judge<'a> {
     pub fn peak(&self, case: &Case, work: &Work, headline: Headline) -> Result<Peak, String> {
         let spec = self.spec.ok_or_else(|| self.no_spec_reason.clone())?;
         match case {
+            Case::Memory(m) if m.op.gpu_only() => transfer_peak(spec, m.op),
             Case::Memory(m) => {
                 let metric = self.metric_key(case);
                 if metric != "memory.dram" {
@@ -472,6 +529,7 @@ mod tests {
             op: MemoryOp::Triad,
             working_set: 3 << 30,
             dtype: Dtype::F64,
+            peer: None,
         });
         let (work, h) = case_work(&mem);
         assert_eq!(judge.metric_key(&mem), "memory.dram");
@@ -507,6 +565,7 @@ mod tests {
             op: MemoryOp::Copy,
             working_set: 16 << 20,
             dtype: Dtype::F32,
+            peer: None,
         });
         let (work, h) = case_work(&l2);
         let v = judge.judge(&l2, &work, h, 9000.0, false);

@@ -14,7 +14,7 @@
 
 use crate::case::{
     AttentionCase, AttentionPhase, AttentionVariant, Case, CollectiveCase, CollectiveOp, GemmCase,
-    MemoryCase,
+    MemoryCase, MemoryOp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,10 +92,22 @@ impl Work {
     }
 }
 
-/// Bytes of one memory-case iteration (read + written).
+/// Bytes of one memory-case iteration: read + written for the streaming kernels (the
+/// shared-memory kernels size themselves on the device and report their own work); the
+/// copy size counted once for copy-engine transfers, summed over both directions for
+/// `bidir` (nvbandwidth's convention; a device-local copy moves twice that through HBM).
 pub fn memory_work(case: &MemoryCase) -> Work {
     let n = case.elements_per_array() as f64;
     let e = case.dtype.size_bytes() as f64;
+    if case.op.is_copy_engine() {
+        let directions = if case.op == MemoryOp::Bidir { 2.0 } else { 1.0 };
+        return Work {
+            bytes: directions * n * e,
+            flops: 0.0,
+            counting: ByteCounting::CopiedOnce,
+            bus_factor: None,
+        };
+    }
     Work {
         bytes: case.op.arrays() as f64 * n * e,
         flops: 0.0,
@@ -229,7 +241,7 @@ pub fn case_work(case: &Case) -> (Work, Headline) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{Dtype, KvLayout, MemoryOp};
+    use crate::case::{Dtype, KvLayout};
 
     fn attn(
         variant: AttentionVariant,
@@ -263,6 +275,7 @@ mod tests {
             op: MemoryOp::Triad,
             working_set: 24_000,
             dtype: Dtype::F64,
+            peer: None,
         });
         assert_eq!(w.bytes, 24_000.0);
         // copy of 2 arrays x 1000 f32 = 8,000 bytes; a remainder that does not fill an element is dropped.
@@ -270,9 +283,33 @@ mod tests {
             op: MemoryOp::Copy,
             working_set: 8_007,
             dtype: Dtype::F32,
+            peer: None,
         });
         assert_eq!(w.bytes, 8_000.0);
         assert_eq!(w.counting, ByteCounting::ReadPlusWritten);
+    }
+
+    #[test]
+    fn copy_engines_count_the_copy_once_and_bidir_both_directions() {
+        let case = |op| MemoryCase {
+            op,
+            working_set: 512 << 20,
+            dtype: Dtype::F64,
+            peer: None,
+        };
+        for op in [
+            MemoryOp::CeCopy,
+            MemoryOp::H2d,
+            MemoryOp::D2h,
+            MemoryOp::Peer,
+        ] {
+            let w = memory_work(&case(op));
+            assert_eq!(w.bytes, (512u64 << 20) as f64, "{op:?}");
+            assert_eq!(w.counting, ByteCounting::CopiedOnce);
+        }
+        let w = memory_work(&case(MemoryOp::Bidir));
+        assert_eq!(w.bytes, (1024u64 << 20) as f64);
+        assert_eq!(w.counting, ByteCounting::CopiedOnce);
     }
 
     #[test]

@@ -178,6 +178,12 @@ const SEED: u64 = 0x5EED_0F50_1B00;
 
 impl<T: Element> MemoryWorkload<T> {
     pub fn prepare(case: &MemoryCase, pool: Arc<PinnedPool>) -> Result<Self, PrepareError> {
+        if case.op.gpu_only() {
+            return Err(PrepareError::Unsupported(format!(
+                "{} is a GPU operation (shared memory or copy engines); the host has none",
+                case.op.name()
+            )));
+        }
         let n = case.elements_per_array() as usize;
         if n < pool.threads() * 64 {
             return Err(PrepareError::Unsupported(format!(
@@ -241,6 +247,7 @@ impl<T: Element> MemoryWorkload<T> {
                         fill_inputs(b.slice(r), r.start, 1);
                         fill_inputs(c.slice(r), r.start, 2);
                     }
+                    _ => unreachable!("prepare refuses GPU-only operations"),
                 }
             }
         });
@@ -287,6 +294,7 @@ impl<T: Element> Workload for MemoryWorkload<T> {
                         MemoryOp::Triad => {
                             triad_kernel(black_box(a.slice(r)), &*b.slice(r), &*c.slice(r), s)
                         }
+                        _ => unreachable!("prepare refuses GPU-only operations"),
                     }
                 }
             }
@@ -365,6 +373,7 @@ impl<T: Element> Workload for MemoryWorkload<T> {
                     n as u64,
                 )
             }
+            _ => unreachable!("prepare refuses GPU-only operations"),
         };
         Ok(Check {
             passed: mismatches == 0,
@@ -422,6 +431,7 @@ mod tests {
                     op,
                     working_set: 3 * 8 * 10_007,
                     dtype,
+                    peer: None,
                 };
                 let mut w = prepare(&case, pool.clone()).unwrap();
                 if op != MemoryOp::Read {
@@ -445,6 +455,7 @@ mod tests {
             op: MemoryOp::Triad,
             working_set: 3 * 8 * 4096,
             dtype: Dtype::F64,
+            peer: None,
         };
         let mut w = MemoryWorkload::<f64>::prepare(&case, pool).unwrap();
         w.run(1).unwrap();
@@ -462,6 +473,7 @@ mod tests {
             op: MemoryOp::Copy,
             working_set: 256,
             dtype: Dtype::F64,
+            peer: None,
         };
         assert!(matches!(
             prepare(&case, pool()),

@@ -156,6 +156,7 @@ mod tests {
                 op: MemoryOp::Triad,
                 working_set: 1 << 20,
                 dtype: Dtype::F64,
+                peer: None,
             }),
             status: if kind == VerdictKind::Skipped {
                 CaseStatus::Skipped

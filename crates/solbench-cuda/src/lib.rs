@@ -1,0 +1,19 @@
+//! The CUDA backend of solbench: NVIDIA GPUs through cudarc's driver API, loaded at run
+//! time (nothing links against CUDA at build time), kernels from kernels/ compiled by
+//! NVRTC for the exact device and cached on disk, and NVML telemetry.
+//!
+//! Layers: [`probe`] (is CUDA usable, in one sentence if not) → [`compile`] (NVRTC) →
+//! [`gpu`] (checked RAII over the driver: buffers, modules, the batch timer) →
+//! [`device`] (the `Backend`/`Device` of solbench-core) → workloads ([`memory`]).
+//! [`launch`] and [`pattern`] are pure and unit-tested without a GPU.
+
+pub mod compile;
+pub mod device;
+pub mod gpu;
+pub mod launch;
+pub mod memory;
+pub mod pattern;
+pub mod probe;
+pub mod telemetry;
+
+pub use device::{CudaBackend, CudaDevice};
