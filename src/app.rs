@@ -66,6 +66,7 @@ pub fn list() -> Result<u8, String> {
                         .iter()
                         .map(|l| format!("{} {} ({})", l.name, format_size(l.bytes), l.detail))
                         .collect();
+                    let matched = specs.match_device(&d).ok().flatten();
                     let spec = match specs.match_device(&d) {
                         Ok(Some(s)) => format!("spec: {} ({})", s.id, s.name),
                         Ok(None) => {
@@ -77,6 +78,19 @@ pub fn list() -> Result<u8, String> {
                     println!("      {}", d.arch.clone().unwrap_or_default());
                     println!("      memory: {}", levels.join(", "));
                     println!("      {spec}");
+                    if let Some(line) = gpu_summary(&d) {
+                        println!("      {line}");
+                    }
+                    if let Some(t) = d.properties.get("memory_bandwidth_theoretical_gb_s") {
+                        let sheet = matched
+                            .and_then(|s| s.memory_peak())
+                            .map(|p| format!("; spec sheet {} GB/s", fmt_value(p.value)))
+                            .unwrap_or_default();
+                        println!("      memory bandwidth: {t} GB/s from the driver's clock x bus width{sheet}");
+                    }
+                    if let Some(t) = d.properties.get("telemetry") {
+                        println!("      telemetry: {t}");
+                    }
                 }
             }
             Err(e) => println!("  {}: cannot list devices: {e}", b.name()),
@@ -88,6 +102,26 @@ pub fn list() -> Result<u8, String> {
         println!("  {:<9} {}", name, suite.description.unwrap_or_default());
     }
     Ok(0)
+}
+
+/// One line of GPU properties for `solbench list` (compute capability, SMs, clocks, L2).
+fn gpu_summary(d: &solbench_core::backend::DeviceInfo) -> Option<String> {
+    let p = &d.properties;
+    let cc = p.get("compute_capability")?;
+    let get = |k: &str| p.get(k).cloned().unwrap_or_else(|| "?".into());
+    Some(format!(
+        "compute capability {cc}, {} SMs at up to {} MHz, memory clock {} MHz on a {}-bit bus, L2 {}, {} copy engines, driver {}",
+        get("sm_count"),
+        get("sm_clock_max_mhz"),
+        get("memory_clock_mhz"),
+        get("memory_bus_width_bits"),
+        p.get("l2_cache_bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(format_size)
+            .unwrap_or_else(|| "?".into()),
+        get("copy_engines"),
+        d.driver.clone().unwrap_or_default()
+    ))
 }
 
 pub fn specs(name: Option<&str>) -> Result<u8, String> {
@@ -395,11 +429,14 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
 
     let shown: Vec<_> = chosen.iter().map(|&i| devices[i].clone()).collect();
     println!("{}", solbench_report::render_table(&tally.records, &shown));
+    if let Some(m) = solbench_report::render_peer_matrix(&tally.records) {
+        print!("{m}");
+    }
     print!(
         "{}",
         solbench_report::render_summary(&tally.records, Some(&end))
     );
-    println!("Bandwidth counts bytes read + written; GEMM FLOPs are 2*M*N*K; attention FLOPs as FlashAttention counts them (docs/metrics.md).");
+    println!("Bandwidth counts bytes read + written (copy engines: bytes copied, counted once; bidir: both directions summed); GEMM FLOPs are 2*M*N*K; attention FLOPs as FlashAttention counts them (docs/metrics.md).");
     println!("Results: {}", path.display());
     Ok(if tally.any_failure() { 1 } else { 0 })
 }
@@ -421,6 +458,9 @@ pub fn report(file: &Path) -> Result<u8, String> {
         "{}",
         solbench_report::render_table(&result.cases, &run.devices)
     );
+    if let Some(m) = solbench_report::render_peer_matrix(&result.cases) {
+        print!("{m}");
+    }
     print!(
         "{}",
         solbench_report::render_summary(&result.cases, result.end.as_ref())

@@ -476,7 +476,12 @@ fn memory_sizes(m: &MemorySweep, device: &DeviceInfo, budget: u64) -> Result<Vec
             "max" => budget,
             other => parse_size(other)?,
         };
-        return Ok(geometric_sweep(from, to, sw.factor));
+        let mut sizes = geometric_sweep(from, to, sw.factor);
+        // "max" always ends at the budget itself, so the plateau is measured out to the end.
+        if sw.to == "max" && sizes.last().is_some_and(|&l| l < to) {
+            sizes.push(to);
+        }
+        return Ok(sizes);
     }
     if m.levels != Some(true) {
         return Ok(Vec::new()); // a shared-memory-only entry: sized by the device
@@ -876,6 +881,15 @@ mod tests {
             .unwrap();
         let sizes: Vec<String> = plan.cases.iter().map(|c| c.shape_label()).collect();
         assert_eq!(sizes, ["1 GiB f64", "2 GiB f64", "4 GiB f64", "8 GiB f64"]);
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 6 << 30,
+                device_count: 1,
+            })
+            .unwrap();
+        let sizes: Vec<String> = plan.cases.iter().map(|c| c.shape_label()).collect();
+        assert_eq!(sizes, ["1 GiB f64", "2 GiB f64", "4 GiB f64", "6 GiB f64"]);
     }
 
     #[test]

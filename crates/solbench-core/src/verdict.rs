@@ -587,6 +587,57 @@ mod tests {
     }
 
     #[test]
+    fn transfers_are_judged_against_links_and_half_the_memory_bandwidth() {
+        let (db, acc, dev) = (db(), Acceptance::default(), h100_device());
+        let judge = Judge::new(&dev, &db, &acc);
+        let case = |op| {
+            Case::Memory(MemoryCase {
+                op,
+                working_set: 512 << 20,
+                dtype: Dtype::F64,
+                peer: (op == MemoryOp::Peer).then_some(1),
+            })
+        };
+        // (op, measured GB/s, peak GB/s, verdict) on an H100 SXM: HBM 3350, PCIe Gen5
+        // 128 both ways, NVLink 450 per direction.
+        let table = [
+            (MemoryOp::CeCopy, 1500.0, 1675.0, VerdictKind::Pass),
+            (MemoryOp::H2d, 55.0, 64.0, VerdictKind::Pass),
+            (MemoryOp::D2h, 24.0, 64.0, VerdictKind::Fail), // a link trained at Gen4 or x8
+            (MemoryOp::Bidir, 90.0, 128.0, VerdictKind::Pass),
+            (MemoryOp::Peer, 300.0, 450.0, VerdictKind::Warn),
+        ];
+        for (op, value, peak, kind) in table {
+            let c = case(op);
+            let (work, h) = case_work(&c);
+            let v = judge.judge(&c, &work, h, value, false);
+            assert_eq!(
+                v.metric.as_deref(),
+                Some(format!("memory.{}", op.name()).as_str())
+            );
+            assert_eq!(v.peak.as_ref().unwrap().value, peak, "{op:?}");
+            assert_eq!(v.kind, kind, "{op:?}: {}", v.reason);
+        }
+        let smem = case(MemoryOp::Smem);
+        let (work, h) = case_work(&smem);
+        let v = judge.judge(&smem, &work, h, 30_000.0, false);
+        assert_eq!(v.kind, VerdictKind::NoSpec);
+        assert!(
+            v.reason.contains("no shared-memory bandwidth"),
+            "{}",
+            v.reason
+        );
+        // Throttled: measured but not judged.
+        let c = case(MemoryOp::H2d);
+        let (work, h) = case_work(&c);
+        let v = judge.judge(&c, &work, h, 20.0, true);
+        assert_eq!(v.kind, VerdictKind::Inconclusive);
+        assert!(check_metric_name("memory.peer").is_ok());
+        assert!(check_metric_name("memory.smem_sm").is_ok());
+        assert!(check_metric_name("memory.triad").is_err());
+    }
+
+    #[test]
     fn attention_uses_the_roofline() {
         let (db, acc, dev) = (db(), Acceptance::default(), h100_device());
         let judge = Judge::new(&dev, &db, &acc);

@@ -62,7 +62,9 @@ impl DeviceBuffer {
         &self.ctx
     }
 
-    /// Copies `out.len()` bytes from `offset` to host memory (synchronous).
+    /// Copies `out.len()` bytes from `offset` to host memory (synchronous). Runs on the
+    /// legacy stream, which does not wait for non-blocking streams: callers synchronize the
+    /// stream that wrote the buffer first (the batch timer does, on its end event).
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), String> {
         if offset + out.len() > self.bytes {
             return Err("read past the end of a device buffer (a bug)".into());
@@ -95,7 +97,12 @@ impl DeviceBuffer {
                 data.as_ptr() as *const c_void,
                 data.len(),
             )
-        })
+        })?;
+        // From pageable memory the call may return once the data is staged, before the DMA
+        // lands, and our non-blocking streams do not order after the legacy stream.
+        self.ctx
+            .synchronize()
+            .map_err(cuda_err("waiting for the copy to the device"))
     }
 
     /// Reads the whole buffer in chunks of at most `chunk` bytes, handing each chunk and its

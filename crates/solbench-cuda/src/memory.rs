@@ -43,6 +43,10 @@ pub fn prepare<'a>(
             case.dtype
         )));
     }
+    // A previous case may have left another GPU's context current (peer copies).
+    dev.ctx
+        .bind_to_thread()
+        .map_err(|e| failed(format!("binding the CUDA context failed: {e}")))?;
     let footprint = match case.op {
         MemoryOp::Smem | MemoryOp::SmemSm | MemoryOp::H2d | MemoryOp::D2h => 0,
         MemoryOp::CeCopy => 2 * case.working_set,
@@ -81,6 +85,24 @@ fn config(l: Launch1d) -> LaunchConfig {
         block_dim: (l.block, 1, 1),
         shared_mem_bytes: l.shared_bytes,
     }
+}
+
+/// Sets every byte to 0xFF (NaN as f64 or f32, 2^32-1 as u32), so an output the kernel
+/// never writes cannot pass verification by holding stale or zeroed memory.
+fn poison(buf: &DeviceBuffer) -> Result<(), String> {
+    buf.context()
+        .bind_to_thread()
+        .map_err(cuda_err("binding the CUDA context"))?;
+    // SAFETY: buf.bytes() live bytes in the bound context.
+    check("poisoning an output buffer", unsafe {
+        sys::cuMemsetD8_v2(buf.ptr(), 0xFF, buf.bytes())
+    })?;
+    // A "synchronous" memset of device memory may return before it completes, and it runs
+    // on the legacy stream, which our non-blocking streams do not wait for: finish it here
+    // so it cannot land after the kernel that writes the buffer.
+    buf.context()
+        .synchronize()
+        .map_err(cuda_err("waiting for the poison memset"))
 }
 
 /// Fills `buf` (elements of T) on the device with `sb_fill_T(seed)` and waits.
@@ -385,6 +407,7 @@ impl SharedMemory {
         }
         let l = launch::shared_memory(per_sm, dev.sm_count(), blocks_per_sm);
         let out = DeviceBuffer::new(&dev.ctx, l.grid as usize * 4).map_err(failed)?;
+        poison(&out).map_err(failed)?;
         let theoretical = dev
             .info
             .properties

@@ -10,7 +10,16 @@ use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Style};
 
 fn level(record: &CaseRecord, device: Option<&DeviceInfo>) -> String {
+    use solbench_core::case::MemoryOp;
     match (&record.case, device) {
+        (Case::Memory(m), _) if m.op.is_shared_memory() => "SMEM".into(),
+        (Case::Memory(m), _) if matches!(m.op, MemoryOp::H2d | MemoryOp::D2h | MemoryOp::Bidir) => {
+            "host link".into()
+        }
+        (Case::Memory(m), _) if m.op == MemoryOp::Peer => "peer link".into(),
+        (Case::Memory(m), Some(d)) if m.op == MemoryOp::CeCopy => {
+            d.main_memory().map(|l| l.name.clone()).unwrap_or_default()
+        }
         (Case::Memory(m), Some(d)) => d
             .level_for(m.working_set)
             .map(|l| l.name.clone())
@@ -95,6 +104,62 @@ pub fn render_table(records: &[CaseRecord], devices: &[DeviceInfo]) -> String {
     t.to_string()
 }
 
+/// nvbandwidth's view of peer copies: one matrix per copy size, source GPU (row) to
+/// destination GPU (column), GB/s counted once; `N/A` where no peer path exists (the case
+/// was skipped), `WRONG`/`ERROR` where it did not verify or failed. `None` without peer
+/// results.
+pub fn render_peer_matrix(records: &[CaseRecord]) -> Option<String> {
+    use solbench_core::case::MemoryOp;
+    use std::collections::BTreeMap;
+    // size -> (src, dst) -> cell
+    let mut by_size: BTreeMap<u64, BTreeMap<(usize, usize), String>> = BTreeMap::new();
+    for r in records {
+        let Case::Memory(m) = &r.case else { continue };
+        let (MemoryOp::Peer, Some(dst)) = (m.op, m.peer) else {
+            continue;
+        };
+        let cell = match (&r.measurement, r.verdict.kind) {
+            (Some(x), _) => fmt_value(x.value),
+            (None, VerdictKind::Skipped) => "N/A".into(),
+            (None, kind) => kind.label().to_string(),
+        };
+        by_size
+            .entry(m.working_set)
+            .or_default()
+            .insert((r.device, dst as usize), cell);
+    }
+    if by_size.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (size, cells) in by_size {
+        let n = cells.keys().map(|&(a, b)| a.max(b) + 1).max().unwrap_or(0);
+        let mut b = Builder::default();
+        let mut head = vec!["src \\ dst".to_string()];
+        head.extend((0..n).map(|j| format!("GPU {j}")));
+        b.push_record(head);
+        for i in 0..n {
+            let mut row = vec![format!("GPU {i}")];
+            for j in 0..n {
+                row.push(if i == j {
+                    "-".into()
+                } else {
+                    cells.get(&(i, j)).cloned().unwrap_or_default()
+                });
+            }
+            b.push_record(row);
+        }
+        let mut t = b.build();
+        t.with(Style::rounded());
+        t.modify(Columns::new(1..), Alignment::right());
+        out.push_str(&format!(
+            "Peer copies, {} per copy, GB/s counted once (row: source GPU, column: destination):\n{t}\n",
+            solbench_core::size::format_size(size)
+        ));
+    }
+    Some(out)
+}
+
 /// Reasons for every verdict other than PASS (grouping identical NO SPEC reasons), then
 /// the totals.
 pub fn render_summary(records: &[CaseRecord], end: Option<&EndRecord>) -> String {
@@ -172,6 +237,70 @@ mod tests {
             notes: Default::default(),
             verdict: Verdict::simple(kind, reason),
         }
+    }
+
+    #[test]
+    fn peer_results_form_a_matrix() {
+        use solbench_core::result::Measurement;
+        let mut rows = Vec::new();
+        for (dev, dst, value) in [
+            (0, 1, Some(380.5)),
+            (1, 0, Some(377.0)),
+            (0, 2, None),
+            (2, 0, Some(41.0)),
+        ] {
+            let mut r = rec(
+                rows.len(),
+                if value.is_some() {
+                    VerdictKind::Pass
+                } else {
+                    VerdictKind::Skipped
+                },
+                "",
+            );
+            r.device = dev;
+            r.case = Case::Memory(MemoryCase {
+                op: MemoryOp::Peer,
+                working_set: 512 << 20,
+                dtype: Dtype::F64,
+                peer: Some(dst),
+            });
+            r.measurement = value.map(|v| Measurement {
+                headline: solbench_core::work::Headline::Bandwidth,
+                value: v,
+                best: v,
+                unit: "GB/s".into(),
+                stats: solbench_core::stats::Stats {
+                    samples: 3,
+                    iters_per_sample: 1,
+                    median_s: 1.0,
+                    min_s: 1.0,
+                    max_s: 1.0,
+                    p99_s: 1.0,
+                    mean_s: 1.0,
+                    cov: 0.0,
+                },
+                gb_per_s: v,
+                tflop_per_s: 0.0,
+                algbw: None,
+            });
+            rows.push(r);
+        }
+        assert!(render_peer_matrix(&rows[..0]).is_none());
+        let m = render_peer_matrix(&rows).unwrap();
+        assert!(m.contains("512 MiB per copy"), "{m}");
+        let line = |name: &str| {
+            m.lines()
+                .find(|l| l.contains(name) && !l.contains("src"))
+                .unwrap()
+                .to_string()
+        };
+        let g0 = line("│ GPU 0");
+        assert!(g0.contains("380") && g0.contains("N/A"), "{m}");
+        let g1 = line("│ GPU 1");
+        assert!(g1.contains("377"), "{m}");
+        let g2 = line("│ GPU 2");
+        assert!(g2.contains("41.0"), "{m}");
     }
 
     #[test]
