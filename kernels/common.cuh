@@ -14,6 +14,9 @@
 //  * Memory accesses with cache hints also go through the helpers below (sb::ldcg, ...)
 //    rather than calling the CUDA intrinsics directly, for the same reason.
 //  * The memory kernels (memory.cu) use no inline PTX at all.
+//  * Dynamic shared memory is declared with SB_DYNAMIC_SHARED(T, name) inside the kernel
+//    body, never with `extern __shared__` directly: the harness gives every block a fresh,
+//    poisoned, bounds-checked buffer of the launch's size through the same macro.
 //  * Exported kernels are `SB_KERNEL` (extern "C" __global__) with non-template names so
 //    NVRTC and cuModuleGetFunction find them by their plain names. Templates are fine
 //    for the __device__ helpers behind them.
@@ -47,6 +50,11 @@ static_assert(sizeof(uint4) == 16 && sizeof(float4) == 16 && sizeof(double2) == 
 #define SB_DEVICE   __device__ __forceinline__
 #define SB_KERNEL   extern "C" __global__
 #define SB_RESTRICT __restrict__
+// T* name = the block's dynamic shared memory (16-byte aligned). Use inside the kernel body.
+// The emulation harness (SB_EMULATION) defines its own version before this header.
+#ifndef SB_DYNAMIC_SHARED
+#define SB_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
+#endif
 // Every memory kernel is compiled for up to 1024 threads per block, so any legal block
 // size launches (ptxas then keeps each kernel at <= 64 registers).
 #define SB_MAX_THREADS 1024
@@ -140,6 +148,11 @@ template <class T> SB_DEVICE T block_sum(T v) {
 
 // ---------------------------------------------------------------------------------------
 // Inline PTX wrappers. The ONLY place in the project where `asm` may appear.
+//
+// Under SB_EMULATION none of this is compiled: the SIMT harness
+// (crates/solbench-simt/cpp/simt.h) defines every wrapper below with the same name and
+// signature, implemented from the PTX ISA's documented semantics. A new wrapper here needs
+// its emulated twin there (and a unit test in crates/solbench-simt/tests/).
 #if !defined(SB_EMULATION)
 // %smid: the index of the SM this thread runs on (0 .. SM count - 1; may be sparse).
 SB_DEVICE u32 smid() {
@@ -153,6 +166,77 @@ SB_DEVICE u64 globaltimer_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+
+// --- Tensor cores (sm_80+): mma.sync.aligned.m16n8k16.row.col, f32 accumulators.
+// D = A * B + C for the whole warp; every lane passes its own fragments. Registers hold two
+// 16-bit elements each, the lower-indexed one in the low half. With groupID g = lane / 4 and
+// tig = lane % 4 (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"):
+//   a[r] (A is 16x16, row-major): elements a_{2r}, a_{2r+1}; a_i sits at
+//        row g + 8 * ((i / 2) % 2), column 2 * tig + (i % 2) + 8 * (i / 4)
+//   b[r] (B is 16x8, "col"):     elements b_{2r}, b_{2r+1}; b_i sits at
+//        row (k) 2 * tig + (i % 2) + 8 * (i / 2), column (n) g
+//   c[i], d[i] (16x8 f32):       row g + 8 * (i / 2), column 2 * tig + (i % 2)
+// Every lane of the warp must execute it (no divergence); d may alias c.
+SB_DEVICE void mma_m16n8k16_bf16(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2],
+                                 const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+}
+SB_DEVICE void mma_m16n8k16_f16(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2],
+                                const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+}
+
+// The 32-bit shared-state-space address of a generic pointer into shared memory.
+SB_DEVICE u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// --- ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 (sm_75+): four 8x8 matrices of
+// 16-bit elements from shared memory into the warp's registers. Lane 8 * j + r passes the
+// address of row r of matrix j (16 bytes, 16-byte aligned). Register r[j] of lane t then
+// holds (low half first) elements 2 * (t % 4) and 2 * (t % 4) + 1 of row t / 4 of matrix j;
+// with .trans, element t / 4 of rows 2 * (t % 4) and 2 * (t % 4) + 1 (the transpose).
+// Every lane of the warp must execute it. Order earlier shared-memory stores before it with
+// a barrier (__syncthreads / __syncwarp), which is also a compiler fence.
+SB_DEVICE void ldmatrix_x4(u32 (&r)[4], const void* smem_row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(smem_row)));
+}
+SB_DEVICE void ldmatrix_x4_trans(u32 (&r)[4], const void* smem_row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(smem_row)));
+}
+
+// --- cp.async (sm_80+): asynchronous 16-byte copies global -> shared, L2 only (.cg).
+// Both addresses 16-byte aligned. The data is in shared memory only after a
+// cp_async_wait* that covers its group (and visible to other threads after a barrier).
+SB_DEVICE void cp_async_16(void* smem_dst, const void* gmem_src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n"
+               :: "r"(smem_addr(smem_dst)), "l"(gmem_src) : "memory");
+}
+// Copies src_bytes (0..16) and zero-fills the rest of the 16 bytes: tails without branches.
+SB_DEVICE void cp_async_16_zfill(void* smem_dst, const void* gmem_src, u32 src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+               :: "r"(smem_addr(smem_dst)), "l"(gmem_src), "r"(src_bytes) : "memory");
+}
+// Closes the current group of copies (cp.async.commit_group).
+SB_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> SB_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+// Waits for every copy this thread issued (cp.async.wait_all).
+SB_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 #endif  // !SB_EMULATION
 
 }  // namespace sb

@@ -222,7 +222,7 @@ sb_triad_f32(float* SB_RESTRICT a, const float* SB_RESTRICT b, const float* SB_R
 SB_KERNEL void __launch_bounds__(SB_MAX_THREADS)
 sb_smem_bw(sb::u32 iters, sb::u32* SB_RESTRICT out) {
   using sb::u32;
-  extern __shared__ __align__(16) uint4 sb_smem[];
+  SB_DYNAMIC_SHARED(uint4, sb_smem);
   constexpr u32 W = 32u * SB_SMEM_VECS;   // uint4 slots per warp region (power of two)
   const u32 lane = sb::lane_id();
   uint4* region = sb_smem + sb::warp_id() * W;

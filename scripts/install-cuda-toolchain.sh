@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the CUDA 13 compiler toolchain (nvcc, ptxas, NVVM, NVRTC, headers, cuobjdump,
-# nvdisasm) from PyPI wheels into $REPO/.toolchains/cuda (a Python venv, git-ignored).
+# nvdisasm) and cuBLAS(Lt) from PyPI wheels into $REPO/.toolchains/cuda (a Python venv, git-ignored).
 # No GPU, driver or system CUDA install is needed; this is what CI and scripts/check-kernels.sh use.
 #
 # Usage:
@@ -39,11 +39,12 @@ PINNED=(
   nvidia-cuda-nvrtc==13.5.37
   nvidia-cuda-cuobjdump==13.5.37
   nvidia-cuda-nvdisasm==13.5.37
+  nvidia-cublas==13.10.0.20
 )
 UNPINNED=(
   'nvidia-cuda-nvcc>=13,<14' 'nvidia-cuda-crt>=13,<14' 'nvidia-nvvm>=13,<14'
   'nvidia-cuda-cccl>=13,<14' 'nvidia-cuda-runtime>=13,<14' 'nvidia-cuda-nvrtc>=13,<14'
-  'nvidia-cuda-cuobjdump>=13,<14' 'nvidia-cuda-nvdisasm>=13,<14'
+  'nvidia-cuda-cuobjdump>=13,<14' 'nvidia-cuda-nvdisasm>=13,<14' 'nvidia-cublas>=13,<14'
 )
 
 log() { printf '%s\n' "$*" >&2; }
@@ -120,6 +121,7 @@ for tool in nvcc ptxas; do
 done
 [[ -f "$ROOT/include/cuda_bf16.h" ]] || die "$ROOT/include/cuda_bf16.h is missing (it comes from nvidia-cuda-runtime); rerun with --force."
 ls "$ROOT"/lib/libnvrtc.so.* >/dev/null 2>&1 || die "libnvrtc.so.* is missing from $ROOT/lib (it comes from nvidia-cuda-nvrtc); rerun with --force."
+ls "$ROOT"/lib/libcublasLt.so.* >/dev/null 2>&1 || die "libcublasLt.so.* is missing from $ROOT/lib (it comes from nvidia-cublas); rerun with --force."
 
 "$ROOT/bin/nvcc" --version >/dev/null 2>&1 || die "$ROOT/bin/nvcc does not run: $("$ROOT/bin/nvcc" --version 2>&1 | tail -1)"
 "$ROOT/bin/ptxas" --version >/dev/null 2>&1 || die "$ROOT/bin/ptxas does not run: $("$ROOT/bin/ptxas" --version 2>&1 | tail -1)"

@@ -2,7 +2,7 @@
 //! `Err(sentence)` become exit code 2; a run returns 0 (all passed) or 1 (a verdict
 //! failed, a result was wrong or a case errored).
 
-use crate::{assets, BackendChoice, RunArgs};
+use crate::{assets, BackendChoice, CommonArgs, GemmArgs, RunArgs};
 use solbench_core::backend::{Availability, Backend};
 use solbench_core::case::Family;
 use solbench_core::env::{
@@ -273,15 +273,6 @@ impl Progress for StderrProgress {
 }
 
 pub fn run(args: &RunArgs) -> Result<u8, String> {
-    let specs = spec_db()?;
-    let acceptance = match &args.acceptance {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read acceptance file {}: {e}", p.display()))?;
-            Acceptance::parse(&p.display().to_string(), &text, &specs)?
-        }
-        None => Acceptance::default(),
-    };
     let (suite, suite_name) = match &args.suite {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -296,8 +287,131 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
             format!("profile {}", args.profile.name()),
         ),
     };
-    let only: Vec<Family> = args
-        .only
+    let common = CommonArgs {
+        backend: args.backend,
+        out: args.out.clone(),
+        acceptance: args.acceptance.clone(),
+        device: args.device,
+    };
+    run_suite(&suite, &suite_name, &common, &args.only)
+}
+
+/// `solbench gemm`: the flags become one `[[gemm]]` entry, validated like a suite file.
+pub fn gemm(args: &GemmArgs) -> Result<u8, String> {
+    use solbench_core::suite::{GemmSearch, GemmSweep, SquareSweep};
+    let square = match &args.square {
+        None => None,
+        Some(text) => {
+            let bad = || {
+                format!("--square '{text}': write FROM:TO or FROM:TO:FACTOR, for example 1024:8192")
+            };
+            let parts: Vec<&str> = text.split(':').collect();
+            let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+            match parts[..] {
+                [a, b] => Some(SquareSweep {
+                    from: num(a)?,
+                    to: num(b)?,
+                    factor: 2.0,
+                }),
+                [a, b, f] => Some(SquareSweep {
+                    from: num(a)?,
+                    to: num(b)?,
+                    factor: f.trim().parse().map_err(|_| bad())?,
+                }),
+                _ => return Err(bad()),
+            }
+        }
+    };
+    let search = match (&args.m, &args.n, &args.k) {
+        (None, None, None) => None,
+        (Some(m), Some(n), Some(k)) => Some(GemmSearch {
+            m: m.clone(),
+            n: n.clone(),
+            k: k.clone(),
+            max_shapes: Some(args.max_shapes),
+        }),
+        _ => {
+            return Err(
+                "a search needs all three of --m, --n and --k (each START:STOP:STEP or a list)"
+                    .into(),
+            )
+        }
+    };
+    let nothing =
+        args.shape.is_empty() && square.is_none() && args.preset.is_empty() && search.is_none();
+    let entry = GemmSweep {
+        dtypes: args.dtype.clone(),
+        shapes: (!args.shape.is_empty()).then(|| args.shape.clone()),
+        // With no shapes at all, a square sweep from 1024 to 8192.
+        square: if nothing {
+            Some(SquareSweep {
+                from: 1024,
+                to: 8192,
+                factor: 2.0,
+            })
+        } else {
+            square
+        },
+        presets: (!args.preset.is_empty()).then(|| args.preset.clone()),
+        tokens: (!args.tokens.is_empty()).then(|| args.tokens.clone()),
+        search,
+        out_dtype: args.out_dtype.clone(),
+        fast_accum: args.fast_accum.then_some(true),
+        workspace: args.workspace.clone(),
+        algorithms: args.algos,
+    };
+    let mut suite = Suite {
+        name: Some("gemm".into()),
+        description: Some("solbench gemm flags".into()),
+        gemm: vec![entry],
+        ..Suite::default()
+    };
+    suite.settings.warmup_ms = args.warmup_ms;
+    suite.settings.min_time_ms = args.min_time_ms;
+    suite
+        .validate()
+        .map_err(|e| format!("the gemm flags: {}", flag_names(&e)))?;
+    run_suite(&suite, "solbench gemm", &args.common, &[])
+}
+
+/// Suite field names in an error, spelled as the gemm command's flags.
+fn flag_names(e: &str) -> String {
+    [
+        ("gemm[0].dtypes", "--dtype"),
+        ("gemm[0].shapes", "--shape"),
+        ("gemm[0].square", "--square"),
+        ("gemm[0].presets", "--preset"),
+        ("gemm[0].tokens", "--tokens"),
+        ("gemm[0].search.m", "--m"),
+        ("gemm[0].search.n", "--n"),
+        ("gemm[0].search.k", "--k"),
+        ("gemm[0].search: ", ""),
+        ("gemm[0].out_dtype", "--out-dtype"),
+        ("gemm[0].workspace", "--workspace"),
+        ("gemm[0].algorithms", "--algos"),
+        ("settings", "the timing flags"),
+    ]
+    .iter()
+    .fold(e.to_string(), |acc, (from, to)| acc.replace(from, to))
+}
+
+/// Plans, runs and reports a suite on the chosen backend and devices.
+fn run_suite(
+    suite: &Suite,
+    suite_name: &str,
+    args: &CommonArgs,
+    only: &[String],
+) -> Result<u8, String> {
+    let specs = spec_db()?;
+    let acceptance = match &args.acceptance {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read acceptance file {}: {e}", p.display()))?;
+            Acceptance::parse(&p.display().to_string(), &text, &specs)?
+        }
+        None => Acceptance::default(),
+    };
+    let only: Vec<Family> = only
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| Family::parse(s))
@@ -364,7 +478,10 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
             if only.is_empty() {
                 String::new()
             } else {
-                format!(" in the families {}", args.only.join(","))
+                format!(
+                    " in the families {}",
+                    only.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+                )
             }
         ));
     }
@@ -389,7 +506,7 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
         backend: backend.name().into(),
         timing,
         devices: chosen.iter().map(|&i| devices[i].clone()).collect(),
-        suite: suite_name.clone(),
+        suite: suite_name.to_string(),
         argv: std::env::args().collect(),
         settings: settings.clone(),
         planned_cases: planned,
@@ -432,6 +549,9 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     if let Some(m) = solbench_report::render_peer_matrix(&tally.records) {
         print!("{m}");
     }
+    if let Some(g) = solbench_report::render_gemm_summary(&tally.records) {
+        print!("{g}");
+    }
     print!(
         "{}",
         solbench_report::render_summary(&tally.records, Some(&end))
@@ -460,6 +580,9 @@ pub fn report(file: &Path) -> Result<u8, String> {
     );
     if let Some(m) = solbench_report::render_peer_matrix(&result.cases) {
         print!("{m}");
+    }
+    if let Some(g) = solbench_report::render_gemm_summary(&result.cases) {
+        print!("{g}");
     }
     print!(
         "{}",

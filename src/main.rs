@@ -67,11 +67,85 @@ enum Command {
     },
     /// Run a profile or suite: measure, verify, judge, write a result file, print a table.
     Run(RunArgs),
+    /// GEMM sweeps alone (cuBLASLt on GPUs, the gemm crate on the host), with a
+    /// maximum-achievable search like mamf-finder:
+    /// `solbench gemm --dtype fp8,bf16 --shape 8192x8192x8192,4096x14336x4096`.
+    Gemm(Box<GemmArgs>),
     /// Print the table of an existing result file.
     Report {
         /// A result file written by `solbench run` (JSON Lines).
         file: PathBuf,
     },
+}
+
+/// Flags every measuring command shares.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Which backend runs the cases.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Directory for the result file.
+    #[arg(long, default_value = "solbench-results")]
+    pub out: PathBuf,
+    /// Expected efficiencies overriding the spec sheets' (TOML); see docs/methodology.md.
+    #[arg(long)]
+    pub acceptance: Option<PathBuf>,
+    /// Device index to run on (default: every device of the backend).
+    #[arg(long)]
+    pub device: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct GemmArgs {
+    /// Data types, comma-separated: fp8 (= fp8_e4m3), fp8_e5m2, bf16, f16, tf32, f32, f64;
+    /// `AxB` mixes FP8 inputs (fp8_e4m3xfp8_e5m2).
+    #[arg(long, short = 't', value_delimiter = ',', default_value = "bf16")]
+    pub dtype: Vec<String>,
+    /// Shapes MxNxK, comma-separated (8192x8192x8192,4096x14336x4096).
+    #[arg(long, short = 's', value_delimiter = ',')]
+    pub shape: Vec<String>,
+    /// Square shapes FROM:TO[:FACTOR] (1024:8192 = 1024, 2048, 4096, 8192).
+    #[arg(long)]
+    pub square: Option<String>,
+    /// Model presets (every projection and MLP GEMM of a layer): llama-3-8b, llama-3-70b,
+    /// llama-3.1-405b, mistral-7b, qwen3-235b, deepseek-v3, gpt-oss-120b.
+    #[arg(long, short = 'p', value_delimiter = ',')]
+    pub preset: Vec<String>,
+    /// Token counts (M) for presets (default 1,16,64,256,1024,4096,16384).
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Vec<u64>,
+    /// Maximum-achievable search: M range START:STOP:STEP or a list (with --n and --k).
+    #[arg(long)]
+    pub m: Option<String>,
+    /// Search: N range START:STOP:STEP or a list.
+    #[arg(long)]
+    pub n: Option<String>,
+    /// Search: K range START:STOP:STEP or a list.
+    #[arg(long)]
+    pub k: Option<String>,
+    /// Refuse searches of more shapes than this.
+    #[arg(long, default_value_t = 4096)]
+    pub max_shapes: usize,
+    /// Output type (default: the input type; bf16 for FP8).
+    #[arg(long)]
+    pub out_dtype: Option<String>,
+    /// FP8: let the tensor cores accumulate in reduced precision (recorded).
+    #[arg(long)]
+    pub fast_accum: bool,
+    /// GPU library workspace (default 64M on cuBLASLt).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Heuristic algorithms timed per shape; the best is reported (default 8).
+    #[arg(long)]
+    pub algos: Option<u32>,
+    /// Warm-up per shape, in milliseconds.
+    #[arg(long)]
+    pub warmup_ms: Option<u64>,
+    /// Minimum measured time per shape, in milliseconds.
+    #[arg(long)]
+    pub min_time_ms: Option<u64>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +179,7 @@ fn main() -> ExitCode {
         Command::List => app::list(),
         Command::Specs { name } => app::specs(name.as_deref()),
         Command::Run(args) => app::run(&args),
+        Command::Gemm(args) => app::gemm(&args),
         Command::Report { file } => app::report(&file),
     };
     match result {

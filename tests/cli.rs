@@ -302,3 +302,60 @@ fn killing_a_run_mid_sweep_keeps_every_finished_case() {
     assert_eq!(parsed.cases.len(), cases);
     assert!(notes.iter().any(|n| n.contains("interrupted")), "{notes:?}");
 }
+
+#[test]
+fn gemm_command_runs_on_the_host_and_rejects_bad_flags() {
+    assert_bad_input(
+        &["gemm", "--dtype", "bf17"],
+        "the gemm flags: --dtype[0]: 'bf17' is not a data type",
+    );
+    assert_bad_input(
+        &["gemm", "--m", "1:8:1"],
+        "a search needs all three of --m, --n and --k",
+    );
+    assert_bad_input(
+        &["gemm", "--square", "1024"],
+        "--square '1024': write FROM:TO",
+    );
+    assert_bad_input(
+        &["gemm", "--preset", "gpt-5"],
+        "--preset[0]: 'gpt-5' is not a GEMM model preset",
+    );
+    assert_bad_input(
+        &["gemm", "--m", "1:20480:1", "--n", "1:20480:1", "--k", "64"],
+        "the search covers 419430400 shapes",
+    );
+    assert_bad_input(
+        &["gemm", "--backend", "cuda", "--shape", "64x64x64"],
+        "cannot run",
+    );
+    let d = temp_dir("gemm");
+    let o = solbench(&[
+        "gemm",
+        "--backend",
+        "host",
+        "--dtype",
+        "f32,fp8",
+        "--shape",
+        "96x80x72",
+        "--m",
+        "64,128",
+        "--n",
+        "48",
+        "--k",
+        "40",
+        "--warmup-ms",
+        "5",
+        "--min-time-ms",
+        "20",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", stderr(&o));
+    // f32 runs (3 shapes); FP8 has no host implementation and is skipped with a reason.
+    assert!(text.contains("GEMM summary"), "{text}");
+    assert!(text.contains("over 3 shapes"), "{text}");
+    assert!(text.contains("SKIPPED"), "{text}");
+    assert!(text.contains("128x48x40 (search)"), "{text}");
+}

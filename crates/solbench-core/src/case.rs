@@ -319,6 +319,23 @@ pub struct GemmCase {
     pub out_dtype: Option<Dtype>,
     #[serde(default = "one")]
     pub batch: u64,
+    /// Where the shape comes from (`llama-3-8b qkv_proj`), for presets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// FP8 only: let the tensor cores accumulate in reduced precision (cuBLASLt's
+    /// FAST_ACCUM; faster, less accurate). Off unless asked for, and always recorded.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fast_accum: bool,
+    /// GPU library workspace in bytes (default: the backend's, large enough for Hopper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<u64>,
+    /// How many of the library's heuristic algorithms to time (the best is reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<u32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u64 {
@@ -335,7 +352,22 @@ impl GemmCase {
             b_dtype: None,
             out_dtype: None,
             batch: 1,
+            label: None,
+            fast_accum: false,
+            workspace: None,
+            algorithms: None,
         }
+    }
+
+    /// Parses a GEMM type: `bf16`, or `AxB` for mixed FP8 inputs (`fp8_e4m3xfp8_e5m2`).
+    pub fn parse_types(text: &str) -> Result<(Dtype, Option<Dtype>), String> {
+        let t = text.trim();
+        if let Some((a, b)) = t.split_once(['x', '*']) {
+            if let (Ok(a), Ok(b)) = (Dtype::parse(a), Dtype::parse(b)) {
+                return Ok((a, (a != b).then_some(b)));
+            }
+        }
+        Ok((Dtype::parse(t)?, None))
     }
 
     /// Parses `MxNxK` (for example `8192x8192x8192`).
@@ -617,10 +649,17 @@ impl Case {
                 Some(p) if m.op == MemoryOp::Peer => format!("peer ->{p}"),
                 _ => m.op.name().to_string(),
             },
-            Case::Gemm(g) => match g.b_dtype {
-                Some(b) if b != g.dtype => format!("{}x{}", g.dtype, b),
-                _ => g.dtype.name().to_string(),
-            },
+            Case::Gemm(g) => {
+                let types = match g.b_dtype {
+                    Some(b) if b != g.dtype => format!("{}x{}", g.dtype, b),
+                    _ => g.dtype.name().to_string(),
+                };
+                if g.fast_accum {
+                    format!("{types} fast-accum")
+                } else {
+                    types
+                }
+            }
             Case::Attention(a) => format!(
                 "{} {}{}",
                 a.variant.name(),
@@ -649,7 +688,12 @@ impl Case {
                 } else {
                     String::new()
                 };
-                format!("{}x{}x{}{b}", g.m, g.n, g.k)
+                let from = g
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                format!("{}x{}x{}{b}{from}", g.m, g.n, g.k)
             }
             Case::Attention(a) => {
                 let paged = match a.kv_layout {

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod case;
 pub mod env;
+pub mod gemm_shapes;
 pub mod presets;
 pub mod random;
 pub mod result;

@@ -93,11 +93,138 @@ pub struct SquareSweep {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GemmSweep {
+    /// `bf16`, `fp8`, or `AxB` for mixed FP8 inputs (`fp8_e4m3xfp8_e5m2`).
     pub dtypes: Vec<String>,
     #[serde(default)]
     pub shapes: Option<Vec<String>>,
     #[serde(default)]
     pub square: Option<SquareSweep>,
+    /// Model presets: every projection and MLP GEMM of a layer, at each of `tokens`.
+    #[serde(default)]
+    pub presets: Option<Vec<String>>,
+    /// Token counts (M) for presets; default 1, 16, 64, 256, 1024, 4096, 16384.
+    #[serde(default)]
+    pub tokens: Option<Vec<u64>>,
+    /// A maximum-achievable search over M x N x K ranges (`START:STOP:STEP` or lists).
+    #[serde(default)]
+    pub search: Option<GemmSearch>,
+    /// Output type (default: the input type; bf16 for FP8 inputs).
+    #[serde(default)]
+    pub out_dtype: Option<String>,
+    /// FP8 fast accumulation (default off).
+    #[serde(default)]
+    pub fast_accum: Option<bool>,
+    /// GPU library workspace (`64M`; default: the backend's).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Heuristic algorithms to time per shape (default: the backend's, 8 on cuBLASLt).
+    #[serde(default)]
+    pub algorithms: Option<u32>,
+}
+
+/// mamf-finder's `--m_range/--n_range/--k_range`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmSearch {
+    pub m: String,
+    pub n: String,
+    pub k: String,
+    /// Refuse searches larger than this many shapes (default 4096).
+    #[serde(default)]
+    pub max_shapes: Option<usize>,
+}
+
+/// M, N, K and the preset label (if any) of one planned GEMM shape.
+type LabelledShape = (u64, u64, u64, Option<String>);
+
+/// Every shape a `[[gemm]]` entry names, with the preset label where there is one.
+fn gemm_shapes(g: &GemmSweep) -> Result<Vec<LabelledShape>, String> {
+    let mut shapes = Vec::new();
+    for (j, s) in g.shapes.iter().flatten().enumerate() {
+        let (m, n, k) = GemmCase::parse_shape(s).map_err(|e| format!(".shapes[{j}]: {e}"))?;
+        shapes.push((m, n, k, None));
+    }
+    if let Some(sq) = &g.square {
+        if sq.from == 0 || sq.to < sq.from || sq.factor.is_nan() || sq.factor <= 1.0 {
+            return Err(".square: needs 1 <= from <= to and factor > 1".into());
+        }
+        for d in geometric_sweep(sq.from, sq.to, sq.factor) {
+            shapes.push((d, d, d, None));
+        }
+    }
+    let tokens = g
+        .tokens
+        .clone()
+        .unwrap_or_else(|| crate::gemm_shapes::DEFAULT_TOKENS.to_vec());
+    if tokens.contains(&0) {
+        return Err(".tokens: token counts start at 1".into());
+    }
+    for (j, p) in g.presets.iter().flatten().enumerate() {
+        let model = crate::gemm_shapes::model(p).map_err(|e| format!(".presets[{j}]: {e}"))?;
+        for &t in &tokens {
+            for s in crate::gemm_shapes::layer_gemms(model, t) {
+                shapes.push((s.m, s.n, s.k, Some(format!("{} M={t}", s.label))));
+            }
+        }
+    }
+    if let Some(sr) = &g.search {
+        let dim = |what: &str, v: &str| {
+            crate::gemm_shapes::parse_dim_range(v).map_err(|e| format!(".search.{what}: {e}"))
+        };
+        let grid = crate::gemm_shapes::search_grid(
+            &dim("m", &sr.m)?,
+            &dim("n", &sr.n)?,
+            &dim("k", &sr.k)?,
+            sr.max_shapes.unwrap_or(4096),
+        )
+        .map_err(|e| format!(".search: {e}"))?;
+        shapes.extend(
+            grid.into_iter()
+                .map(|(m, n, k)| (m, n, k, Some("search".to_string()))),
+        );
+    }
+    if shapes.is_empty() {
+        return Err(": give shapes = [\"MxNxK\", ...], square = { from, to }, presets = [\"llama-3-8b\", ...] or search = { m, n, k }".into());
+    }
+    Ok(shapes)
+}
+
+/// The GEMM cases of one `[[gemm]]` entry.
+fn gemm_cases(g: &GemmSweep) -> Result<Vec<Case>, String> {
+    if g.dtypes.is_empty() {
+        return Err(".dtypes: list at least one data type".into());
+    }
+    let shapes = gemm_shapes(g)?;
+    let out_dtype = g
+        .out_dtype
+        .as_deref()
+        .map(Dtype::parse)
+        .transpose()
+        .map_err(|e| format!(".out_dtype: {e}"))?;
+    let workspace = g
+        .workspace
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| format!(".workspace: {e}"))?;
+    if g.algorithms == Some(0) {
+        return Err(".algorithms: time at least 1 algorithm".into());
+    }
+    let mut cases = Vec::new();
+    for (j, d) in g.dtypes.iter().enumerate() {
+        let (a, b) = GemmCase::parse_types(d).map_err(|e| format!(".dtypes[{j}]: {e}"))?;
+        for (m, n, k, label) in &shapes {
+            let mut c = GemmCase::new(*m, *n, *k, a);
+            c.b_dtype = b;
+            c.out_dtype = out_dtype;
+            c.label = label.clone();
+            c.fast_accum = g.fast_accum.unwrap_or(false);
+            c.workspace = workspace;
+            c.algorithms = g.algorithms;
+            cases.push(Case::Gemm(c));
+        }
+    }
+    Ok(cases)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -280,26 +407,7 @@ impl Suite {
             }
         }
         for (i, g) in self.gemm.iter().enumerate() {
-            let at = format!("gemm[{i}]");
-            if g.dtypes.is_empty() {
-                return Err(format!("{at}.dtypes: list at least one data type"));
-            }
-            for (j, d) in g.dtypes.iter().enumerate() {
-                Dtype::parse(d).map_err(|e| format!("{at}.dtypes[{j}]: {e}"))?;
-            }
-            if g.shapes.is_none() && g.square.is_none() {
-                return Err(format!(
-                    "{at}: give shapes = [\"MxNxK\", ...] or square = {{ from, to }}"
-                ));
-            }
-            for (j, s) in g.shapes.iter().flatten().enumerate() {
-                GemmCase::parse_shape(s).map_err(|e| format!("{at}.shapes[{j}]: {e}"))?;
-            }
-            if let Some(sq) = &g.square {
-                if sq.from == 0 || sq.to < sq.from || sq.factor.is_nan() || sq.factor <= 1.0 {
-                    return Err(format!("{at}.square: needs 1 <= from <= to and factor > 1"));
-                }
-            }
+            gemm_cases(g).map_err(|e| format!("gemm[{i}]{e}"))?;
         }
         for (i, a) in self.attention.iter().enumerate() {
             attention_cases(a).map_err(|e| format!("attention[{i}]{e}"))?;
@@ -387,22 +495,9 @@ impl Suite {
                 gpu_only_dropped.join(", ")
             ));
         }
-        for g in &self.gemm {
-            let mut shapes = Vec::new();
-            for s in g.shapes.iter().flatten() {
-                shapes.push(GemmCase::parse_shape(s)?);
-            }
-            if let Some(sq) = &g.square {
-                for d in geometric_sweep(sq.from, sq.to, sq.factor) {
-                    shapes.push((d, d, d));
-                }
-            }
-            for d in &g.dtypes {
-                let dtype = Dtype::parse(d)?;
-                for &(m, n, k) in &shapes {
-                    plan.cases.push(Case::Gemm(GemmCase::new(m, n, k, dtype)));
-                }
-            }
+        for (i, g) in self.gemm.iter().enumerate() {
+            plan.cases
+                .extend(gemm_cases(g).map_err(|e| format!("gemm[{i}]{e}"))?);
         }
         for a in &self.attention {
             plan.cases
@@ -890,6 +985,65 @@ mod tests {
             .unwrap();
         let sizes: Vec<String> = plan.cases.iter().map(|c| c.shape_label()).collect();
         assert_eq!(sizes, ["1 GiB f64", "2 GiB f64", "4 GiB f64", "6 GiB f64"]);
+    }
+
+    #[test]
+    fn gemm_presets_searches_and_mixed_fp8_types_plan() {
+        let suite = Suite::parse(
+            "t.toml",
+            "[[gemm]]\ndtypes = [\"fp8_e4m3xfp8_e5m2\", \"bf16\"]\npresets = [\"llama-3-8b\"]\ntokens = [1, 4096]\nout_dtype = \"bf16\"\nfast_accum = true\n\
+             [[gemm]]\ndtypes = [\"bf16\"]\nsearch = { m = \"0:2048:1024\", n = \"4096\", k = \"1024,2048\" }\n",
+        )
+        .unwrap();
+        let dev = gpu(0);
+        let plan = suite
+            .plan(&PlanTarget {
+                device: &dev,
+                memory_budget: 64 << 30,
+                device_count: 1,
+            })
+            .unwrap();
+        // 2 dtypes x 2 token counts x 5 GEMMs, then 2 x 1 x 2 search shapes.
+        assert_eq!(plan.cases.len(), 20 + 4);
+        let Case::Gemm(first) = &plan.cases[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (first.dtype, first.b_dtype),
+            (Dtype::Fp8E4m3, Some(Dtype::Fp8E5m2))
+        );
+        assert_eq!(first.out_dtype, Some(Dtype::Bf16));
+        assert!(first.fast_accum);
+        assert_eq!(plan.cases[0].op_name(), "fp8_e4m3xfp8_e5m2 fast-accum");
+        assert_eq!(
+            plan.cases[0].shape_label(),
+            "1x6144x4096 (llama-3-8b qkv_proj M=1)"
+        );
+        let labels: Vec<String> = plan.cases[20..].iter().map(|c| c.shape_label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "1024x4096x1024 (search)",
+                "1024x4096x2048 (search)",
+                "2048x4096x1024 (search)",
+                "2048x4096x2048 (search)"
+            ]
+        );
+        let err = Suite::parse(
+            "t.toml",
+            "[[gemm]]\ndtypes = [\"bf16\"]\nsearch = { m = \"1:20480:1\", n = \"1:20480:1\", k = \"4096\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("gemm[0].search: the search covers"), "{err}");
+        let err = Suite::parse(
+            "t.toml",
+            "[[gemm]]\ndtypes = [\"bf16\"]\npresets = [\"gpt-5\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("gemm[0].presets[0]: 'gpt-5' is not a GEMM model preset"),
+            "{err}"
+        );
     }
 
     #[test]

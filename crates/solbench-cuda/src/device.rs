@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Everything the backend needs once CUDA is known to work.
 struct Ready {
     driver: DriverStatus,
+    /// cuBLASLt, or why GEMMs cannot run (not fatal: the other families still run).
+    cublaslt: Result<crate::cublaslt::CublasLtInfo, String>,
     nvrtc: NvrtcInfo,
     compiler: Arc<Compiler>,
     nvml: Option<Nvml>,
@@ -50,6 +52,7 @@ impl CudaBackend {
                 };
                 Ok(Arc::new(Ready {
                     driver,
+                    cublaslt: crate::cublaslt::probe(),
                     nvrtc,
                     compiler: Arc::new(compiler),
                     nvml,
@@ -291,6 +294,21 @@ impl CudaDevice {
         Ok(k)
     }
 
+    /// cuBLASLt's version, or why it cannot be used.
+    pub(crate) fn cublaslt(&self) -> Result<&crate::cublaslt::CublasLtInfo, String> {
+        self.ready.cublaslt.as_ref().map_err(|e| e.clone())
+    }
+
+    /// (major, minor) from the recorded properties.
+    pub(crate) fn compute_capability(&self) -> (i32, i32) {
+        self.info
+            .properties
+            .get("compute_capability")
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .unwrap_or((0, 0))
+    }
+
     pub(crate) fn arch(&self) -> String {
         self.info.arch.clone().unwrap_or_else(|| "sm_80".into())
     }
@@ -328,6 +346,7 @@ impl Device for CudaDevice {
     fn prepare(&self, case: &Case) -> Result<Box<dyn Workload + '_>, PrepareError> {
         match case {
             Case::Memory(m) => crate::memory::prepare(self, m),
+            Case::Gemm(g) => Ok(Box::new(crate::gemm::prepare(self, g)?)),
             other => Err(PrepareError::Unsupported(format!(
                 "the CUDA backend does not run {} cases yet",
                 other.family()

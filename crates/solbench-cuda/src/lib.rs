@@ -8,10 +8,14 @@
 //! [`launch`] and [`pattern`] are pure and unit-tested without a GPU.
 
 pub mod compile;
+pub mod cublaslt;
 pub mod device;
+pub mod gemm;
+pub mod gemm_rules;
 pub mod gpu;
 pub mod launch;
 pub mod memory;
+pub mod numeric;
 pub mod pattern;
 pub mod probe;
 pub mod telemetry;

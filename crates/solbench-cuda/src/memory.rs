@@ -47,11 +47,23 @@ pub fn prepare<'a>(
     dev.ctx
         .bind_to_thread()
         .map_err(|e| failed(format!("binding the CUDA context failed: {e}")))?;
-    let footprint = match case.op {
-        MemoryOp::Smem | MemoryOp::SmemSm | MemoryOp::H2d | MemoryOp::D2h => 0,
-        MemoryOp::CeCopy => 2 * case.working_set,
-        _ => case.working_set,
+    // Device bytes on this GPU, and pinned host bytes, each case allocates.
+    let (footprint, host_bytes) = match case.op {
+        MemoryOp::Smem | MemoryOp::SmemSm => (0, 0),
+        MemoryOp::CeCopy => (2 * case.working_set, 0),
+        MemoryOp::H2d | MemoryOp::D2h => (case.working_set, case.working_set),
+        MemoryOp::Bidir => (2 * case.working_set, 2 * case.working_set),
+        _ => (case.working_set, 0),
     };
+    if let Some(avail) = solbench_core::env::available_memory_bytes() {
+        if host_bytes > avail / 2 {
+            return Err(PrepareError::Unsupported(format!(
+                "{} of pinned host memory is more than half the {} available; pinning it would starve the host",
+                format_size(host_bytes),
+                format_size(avail)
+            )));
+        }
+    }
     let (free, _) = dev
         .ctx
         .mem_get_info()
@@ -262,6 +274,31 @@ impl<T: GpuElement> Workload for Streaming<'_, T> {
     }
 
     fn verify(&mut self) -> Result<Check, RunError> {
+        let check = self.check_output()?;
+        if check.passed {
+            // Every operation writes the same output on every run: poison it again so the
+            // next check proves the runs since this one really wrote it.
+            poison(self.output()).map_err(RunError)?;
+        }
+        Ok(check)
+    }
+
+    fn notes(&self) -> Notes {
+        self.describe()
+    }
+}
+
+impl<T: GpuElement> Streaming<'_, T> {
+    /// The buffer the operation writes.
+    fn output(&self) -> &DeviceBuffer {
+        match self.case.op {
+            MemoryOp::Read => self.partials.as_ref().unwrap_or(&self.arrays[0]),
+            MemoryOp::Copy => &self.arrays[1],
+            _ => &self.arrays[0],
+        }
+    }
+
+    fn check_output(&self) -> Result<Check, RunError> {
         let n = self.n;
         let eps = T::EPSILON;
         let chunk = VERIFY_CHUNK - VERIFY_CHUNK % std::mem::size_of::<T>();
@@ -329,7 +366,7 @@ impl<T: GpuElement> Workload for Streaming<'_, T> {
         }
     }
 
-    fn notes(&self) -> Notes {
+    fn describe(&self) -> Notes {
         let mut n = Notes::new();
         n.insert(
             "kernel".into(),
@@ -468,6 +505,9 @@ impl Workload for SharedMemory {
                 bad += 1;
                 first.get_or_insert(format!("block {b}: got {got}, expected {want}"));
             }
+        }
+        if bad == 0 {
+            poison(&self.out).map_err(RunError)?; // the next check must see new sums
         }
         Ok(Check {
             passed: bad == 0,
@@ -644,24 +684,22 @@ impl<T: GpuElement> Transfer<T> {
         };
         let dev_dst = |ctx: &Arc<CudaContext>| -> Result<Side, String> {
             let b = DeviceBuffer::new(ctx, bytes)?;
-            // SAFETY: bytes live bytes; synchronous memset in b's context (bound by new).
-            check("poisoning the destination", unsafe {
-                sys::cuMemsetD8_v2(b.ptr(), 0xFF, bytes)
-            })?;
+            poison(&b)?;
             Ok(Side::Device(b))
         };
         let host = |random: bool| -> Result<(Side, bool), String> {
+            // Page-locking allocates every page inside cuMemHostAlloc, on the NUMA node
+            // of the calling thread; only the allocation runs on the GPU's CPUs (filling
+            // there would also pin rayon's pool, if this started it, to those CPUs).
             let (buf, pinned) =
-                on_local_cpus(bus.as_deref(), || -> Result<PinnedBuffer, String> {
-                    let mut h = PinnedBuffer::new(&dev.ctx, bytes, false)?;
-                    if random {
-                        pattern::fill_host::<T>(h.as_mut_slice(), SEED_A, 0);
-                    } else {
-                        h.as_mut_slice().fill(0xFF);
-                    }
-                    Ok(h)
-                });
-            Ok((Side::Host(buf?), pinned))
+                on_local_cpus(bus.as_deref(), || PinnedBuffer::new(&dev.ctx, bytes, false));
+            let mut h = buf?;
+            if random {
+                pattern::fill_host::<T>(h.as_mut_slice(), SEED_A, 0);
+            } else {
+                h.as_mut_slice().fill(0xFF);
+            }
+            Ok((Side::Host(h), pinned))
         };
         let mut numa_pinned = false;
         let copies = match case.op {
@@ -822,6 +860,15 @@ impl<T: GpuElement> Workload for Transfer<T> {
         let mut cmp = Comparison::default();
         for c in &self.copies {
             c.verify::<T>(&mut cmp).map_err(RunError)?;
+        }
+        if cmp.mismatches == 0 {
+            // Poison the destinations again so the next check proves the timed copies.
+            for c in &mut self.copies {
+                match &mut c.dst {
+                    Side::Device(d) => poison(d).map_err(RunError)?,
+                    Side::Host(h) => h.as_mut_slice().fill(0xFF),
+                }
+            }
         }
         Ok(cmp.into_check(
             "exact".into(),

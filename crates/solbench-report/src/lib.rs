@@ -3,4 +3,4 @@
 
 pub mod table;
 
-pub use table::{render_peer_matrix, render_summary, render_table};
+pub use table::{render_gemm_summary, render_peer_matrix, render_summary, render_table};

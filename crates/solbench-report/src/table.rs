@@ -160,6 +160,52 @@ pub fn render_peer_matrix(records: &[CaseRecord]) -> Option<String> {
     Some(out)
 }
 
+/// Per GEMM type: the best shape (mamf-finder's "maximum achievable"), its share of the
+/// dense spec peak, and the median over all shapes of that type. `None` without GEMMs.
+pub fn render_gemm_summary(records: &[CaseRecord]) -> Option<String> {
+    use std::collections::BTreeMap;
+    let mut by_type: BTreeMap<String, Vec<&CaseRecord>> = BTreeMap::new();
+    for r in records {
+        if matches!(r.case, Case::Gemm(_)) && r.measurement.is_some() {
+            by_type.entry(r.case.op_name()).or_default().push(r);
+        }
+    }
+    if by_type.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "GEMM summary (TFLOP/s, dense; best = maximum achievable over the shapes measured):\n",
+    );
+    for (name, rs) in by_type {
+        let value = |r: &CaseRecord| r.measurement.as_ref().map(|m| m.value).unwrap_or(0.0);
+        let best = rs
+            .iter()
+            .copied()
+            .max_by(|a, b| value(a).total_cmp(&value(b)))?;
+        let mut values: Vec<f64> = rs.iter().map(|r| value(r)).collect();
+        values.sort_by(f64::total_cmp);
+        let median = if values.len() % 2 == 1 {
+            values[values.len() / 2]
+        } else {
+            (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+        };
+        let pct = best
+            .verdict
+            .efficiency
+            .map(|e| format!(" = {:.1}% of spec", e * 100.0))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {name:<24} best {} at {}{pct}; median {} over {} shape{}\n",
+            fmt_value(value(best)),
+            best.case.shape_label(),
+            fmt_value(median),
+            values.len(),
+            if values.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Some(out)
+}
+
 /// Reasons for every verdict other than PASS (grouping identical NO SPEC reasons), then
 /// the totals.
 pub fn render_summary(records: &[CaseRecord], end: Option<&EndRecord>) -> String {
@@ -236,6 +282,53 @@ mod tests {
             telemetry: None,
             notes: Default::default(),
             verdict: Verdict::simple(kind, reason),
+        }
+    }
+
+    #[test]
+    fn gemm_summary_names_the_best_shape_and_the_median() {
+        use solbench_core::case::GemmCase;
+        let mut rows = Vec::new();
+        for (i, (m, v, eff)) in [(1024, 500.0, 0.5), (4096, 790.0, 0.8), (8192, 700.0, 0.71)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut r = rec(i, VerdictKind::Pass, "");
+            r.case = Case::Gemm(GemmCase::new(m, m, m, Dtype::Bf16));
+            r.measurement = Some(measurement(v, "TFLOP/s"));
+            r.verdict.efficiency = Some(eff);
+            rows.push(r);
+        }
+        assert!(render_gemm_summary(&rows[..0]).is_none());
+        let s = render_gemm_summary(&rows).unwrap();
+        assert!(
+            s.contains("bf16")
+                && s.contains(
+                    "best 790 at 4096x4096x4096 = 80.0% of spec; median 700 over 3 shapes"
+                ),
+            "{s}"
+        );
+    }
+
+    fn measurement(v: f64, unit: &str) -> solbench_core::result::Measurement {
+        solbench_core::result::Measurement {
+            headline: solbench_core::work::Headline::Bandwidth,
+            value: v,
+            best: v,
+            unit: unit.into(),
+            stats: solbench_core::stats::Stats {
+                samples: 3,
+                iters_per_sample: 1,
+                median_s: 1.0,
+                min_s: 1.0,
+                max_s: 1.0,
+                p99_s: 1.0,
+                mean_s: 1.0,
+                cov: 0.0,
+            },
+            gb_per_s: v,
+            tflop_per_s: 0.0,
+            algbw: None,
         }
     }
 
