@@ -100,7 +100,7 @@ suite="$tmp/gpu-smoke.toml"
 log="$tmp/run.log"
 cat >"$suite" <<'EOF'
 name = "gpu-smoke"
-description = "HBM/L2 streaming, shared memory, copy engines, PCIe and peer copies"
+description = "HBM/L2 streaming, shared memory, copy engines, PCIe and peer copies, cuBLASLt GEMMs"
 
 [settings]
 warmup_ms = 20
@@ -121,6 +121,17 @@ ops = ["smem", "smem_sm"]
 [[memory]]
 ops = ["ce_copy", "h2d", "d2h", "bidir"]
 sizes = ["512M"]
+
+# cuBLASLt: a large square per type (FP8 and TF32 are SKIPPED where the GPU lacks them) and
+# Llama-3-8B's layer GEMMs at a prefill token count.
+[[gemm]]
+dtypes = ["bf16", "fp8", "f16", "tf32"]
+shapes = ["8192x8192x8192"]
+
+[[gemm]]
+dtypes = ["bf16"]
+presets = ["llama-3-8b"]
+tokens = [4096]
 EOF
 if [[ "$gpus" -ge 2 ]]; then
   # The planner expands peer to every other GPU.
