@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the CUDA 13 compiler toolchain (nvcc, ptxas, NVVM, NVRTC, headers, cuobjdump,
-# nvdisasm) and cuBLAS(Lt) from PyPI wheels into $REPO/.toolchains/cuda (a Python venv, git-ignored).
+# nvdisasm), cuBLAS(Lt) and NCCL from PyPI wheels into $REPO/.toolchains/cuda (a Python venv, git-ignored).
 # No GPU, driver or system CUDA install is needed; this is what CI and scripts/check-kernels.sh use.
 #
 # Usage:
@@ -12,7 +12,7 @@
 #
 # Environment:
 #   SOLBENCH_CUDA_VENV     venv location (default: $REPO/.toolchains/cuda)
-#   SOLBENCH_CUDA_UNPINNED=1  install the newest 13.x wheels instead of the pins below
+#   SOLBENCH_CUDA_UNPINNED=1  install the newest 13.x wheels (NCCL: newest 2.x) instead of the pins below
 #   PYTHON                 interpreter used to create the venv (default: python3)
 #
 # Layout of the wheels (CUDA 13): everything lands in <site-packages>/nvidia/cu13, which is a
@@ -22,6 +22,9 @@
 # nvcc finds cicc/libdevice/include through bin/nvcc.profile relative to itself, so exporting
 # PATH is enough for nvcc; NVRTC needs include/ passed with --include-path (or
 # --use-bundled-headers), and libnvrtc must be on LD_LIBRARY_PATH for dlopen.
+# NCCL (nvidia-nccl-cu13) lands outside that root, in <site-packages>/nvidia/nccl: lib/libnccl.so.2
+# (the only name it ships; it links the CUDA runtime statically and needs no GPU to load) and
+# include/nccl.h. solbench dlopens libnccl.so.2, so that lib/ goes on LD_LIBRARY_PATH too.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +32,7 @@ VENV="${SOLBENCH_CUDA_VENV:-$REPO/.toolchains/cuda}"
 PYTHON="${PYTHON:-python3}"
 
 # Pinned to the newest 13.x wheels on PyPI when this script was written (CUDA 13.5). nvidia-cuda-cccl is versioned
-# separately by NVIDIA (CCCL 3.3.x shipped as 13.3.5.x).
+# separately by NVIDIA (CCCL 3.3.x shipped as 13.3.5.x); nvidia-nccl-cu13 carries NCCL's own version (2.x).
 PINNED=(
   nvidia-cuda-nvcc==13.5.37
   nvidia-cuda-crt==13.5.37
@@ -40,11 +43,13 @@ PINNED=(
   nvidia-cuda-cuobjdump==13.5.37
   nvidia-cuda-nvdisasm==13.5.37
   nvidia-cublas==13.10.0.20
+  nvidia-nccl-cu13==2.32.3
 )
 UNPINNED=(
   'nvidia-cuda-nvcc>=13,<14' 'nvidia-cuda-crt>=13,<14' 'nvidia-nvvm>=13,<14'
   'nvidia-cuda-cccl>=13,<14' 'nvidia-cuda-runtime>=13,<14' 'nvidia-cuda-nvrtc>=13,<14'
   'nvidia-cuda-cuobjdump>=13,<14' 'nvidia-cuda-nvdisasm>=13,<14' 'nvidia-cublas>=13,<14'
+  'nvidia-nccl-cu13>=2,<3'
 )
 
 log() { printf '%s\n' "$*" >&2; }
@@ -70,16 +75,27 @@ cuda_root() {
   return 0
 }
 
-# True when the venv already holds exactly the wanted pins (or any 13.x when unpinned).
+# NCCL's lib directory inside the venv, or empty if the venv has no python yet.
+nccl_lib() {
+  [[ -x "$VENV/bin/python" ]] || return 0
+  local sp
+  sp="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)" || return 0
+  [[ -d "$sp/nvidia/nccl/lib" ]] && printf '%s\n' "$sp/nvidia/nccl/lib"
+  return 0
+}
+
+# True when the venv already holds exactly the wanted pins (or any version in each range's
+# lower major when unpinned: 13.x for CUDA, 2.x for NCCL).
 up_to_date() {
   [[ -x "$VENV/bin/pip" ]] || return 1
   local frozen
   frozen="$("$VENV/bin/pip" freeze 2>/dev/null)" || return 1
   if [[ "${SOLBENCH_CUDA_UNPINNED:-0}" == 1 ]]; then
-    local name
+    local name major
     for spec in "${UNPINNED[@]}"; do
       name="${spec%%>=*}"
-      grep -qi "^${name}==13\." <<<"$frozen" || return 1
+      major="${spec#*>=}"; major="${major%%,*}"
+      grep -qi "^${name}==${major}\." <<<"$frozen" || return 1
     done
   else
     for spec in "${PINNED[@]}"; do
@@ -87,7 +103,8 @@ up_to_date() {
     done
   fi
   local root; root="$(cuda_root)"
-  [[ -n "$root" && -x "$root/bin/nvcc" && -x "$root/bin/ptxas" ]]
+  local nccl; nccl="$(nccl_lib)"
+  [[ -n "$root" && -x "$root/bin/nvcc" && -x "$root/bin/ptxas" && -n "$nccl" && -f "$nccl/libnccl.so.2" ]]
 }
 
 start=$SECONDS
@@ -122,6 +139,8 @@ done
 [[ -f "$ROOT/include/cuda_bf16.h" ]] || die "$ROOT/include/cuda_bf16.h is missing (it comes from nvidia-cuda-runtime); rerun with --force."
 ls "$ROOT"/lib/libnvrtc.so.* >/dev/null 2>&1 || die "libnvrtc.so.* is missing from $ROOT/lib (it comes from nvidia-cuda-nvrtc); rerun with --force."
 ls "$ROOT"/lib/libcublasLt.so.* >/dev/null 2>&1 || die "libcublasLt.so.* is missing from $ROOT/lib (it comes from nvidia-cublas); rerun with --force."
+NCCL_LIB="$(nccl_lib)"
+[[ -n "$NCCL_LIB" && -f "$NCCL_LIB/libnccl.so.2" ]] || die "libnccl.so.2 is missing from $VENV's nvidia/nccl/lib (it comes from nvidia-nccl-cu13); rerun with --force."
 
 "$ROOT/bin/nvcc" --version >/dev/null 2>&1 || die "$ROOT/bin/nvcc does not run: $("$ROOT/bin/nvcc" --version 2>&1 | tail -1)"
 "$ROOT/bin/ptxas" --version >/dev/null 2>&1 || die "$ROOT/bin/ptxas does not run: $("$ROOT/bin/ptxas" --version 2>&1 | tail -1)"
@@ -130,13 +149,15 @@ log "installed wheels:"
 "$VENV/bin/pip" freeze 2>/dev/null | grep -i '^nvidia-' | sed 's/^/  /' >&2
 log "nvcc:  $("$ROOT/bin/nvcc" --version | tail -2 | head -1)"
 log "ptxas: $("$ROOT/bin/ptxas" --version | tail -2 | head -1)"
+log "NCCL:  $NCCL_LIB/libnccl.so.2"
 log "CUDA root: $ROOT  (ready in $((SECONDS - start)) s)"
 
 # The lines a caller evals. CUDA_HOME/CUDA_PATH point at the CUDA-like root so the Rust header
-# discovery (CUDA_HOME/include) and cudarc's NVRTC dlopen (LD_LIBRARY_PATH) both find it.
+# discovery (CUDA_HOME/include) and cudarc's NVRTC dlopen (LD_LIBRARY_PATH) both find it;
+# LD_LIBRARY_PATH also carries NCCL's lib directory for solbench-nccl's dlopen of libnccl.so.2.
 q() { printf '%q' "$1"; }
 printf 'export CUDA_HOME=%s\n' "$(q "$ROOT")"
 printf 'export CUDA_PATH=%s\n' "$(q "$ROOT")"
 printf 'export SOLBENCH_CUDA_INCLUDE=%s\n' "$(q "$ROOT/include")"
 printf 'export PATH=%s:"$PATH"\n' "$(q "$ROOT/bin")"
-printf 'export LD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n' "$(q "$ROOT/lib")"
+printf 'export LD_LIBRARY_PATH=%s:%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n' "$(q "$ROOT/lib")" "$(q "$NCCL_LIB")"

@@ -22,17 +22,17 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Every backend this binary knows, most preferred first (`auto` takes the first available).
-fn backends() -> Vec<Box<dyn Backend>> {
+pub(crate) fn backends() -> Vec<Box<dyn Backend>> {
     vec![Box::new(CudaBackend::new()), Box::new(HostBackend)]
 }
 
-fn spec_db() -> Result<SpecDb, String> {
+pub(crate) fn spec_db() -> Result<SpecDb, String> {
     SpecDb::parse(assets::SPECS).map_err(|e| {
         format!("the embedded spec database is broken ({e}); this is a bug in this build")
     })
 }
 
-fn version() -> SolbenchVersion {
+pub(crate) fn version() -> SolbenchVersion {
     SolbenchVersion {
         version: env!("CARGO_PKG_VERSION").into(),
         git: env!("SOLBENCH_GIT_REV").into(),

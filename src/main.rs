@@ -1,6 +1,7 @@
 //! The `solbench` command line: parse, then hand over to the commands in `app`.
 
 mod app;
+mod collectives;
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }
@@ -71,6 +72,10 @@ enum Command {
     /// maximum-achievable search like mamf-finder:
     /// `solbench gemm --dtype fp8,bf16 --shape 8192x8192x8192,4096x14336x4096`.
     Gemm(Box<GemmArgs>),
+    /// Collectives as nccl-tests measures them (NCCL/RCCL on GPUs, MPI on the host), one
+    /// process driving every local GPU or one process per GPU under mpirun/srun/torchrun:
+    /// `solbench collectives --op all_reduce,all_gather -b 32K -e 16G -f 2`.
+    Collectives(Box<CollectivesArgs>),
     /// Print the table of an existing result file.
     Report {
         /// A result file written by `solbench run` (JSON Lines).
@@ -148,6 +153,61 @@ pub struct GemmArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    /// Out-of-place then in-place, per size (as nccl-tests).
+    Both,
+    OutOfPlace,
+    InPlace,
+}
+
+#[derive(clap::Args)]
+pub struct CollectivesArgs {
+    /// Operations, comma-separated: all_reduce, all_gather, reduce_scatter, broadcast,
+    /// reduce, alltoall, sendrecv, or `all`.
+    #[arg(long, short = 'O', value_delimiter = ',', default_value = "all_reduce")]
+    pub op: Vec<String>,
+    /// Smallest size (nccl-tests' -b; K, M, G are powers of 1024).
+    #[arg(long, short = 'b', default_value = "32K")]
+    pub min_bytes: String,
+    /// Largest size (-e); capped to what memory allows, with a note.
+    #[arg(long, short = 'e', default_value = "16G")]
+    pub max_bytes: String,
+    /// Multiply the size by this between steps (-f).
+    #[arg(long, short = 'f', default_value_t = 2.0)]
+    pub step_factor: f64,
+    /// Collectives per timed batch (-n).
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub iters: u32,
+    /// Untimed collectives before timing each size (-w).
+    #[arg(long, short = 'w', default_value_t = 5)]
+    pub warmup: u32,
+    /// Checked collectives after timing (-c; 0 disables the check).
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub check: u32,
+    /// Data types, comma-separated (-d): f32, f64, f16, bf16, fp8_e4m3, fp8_e5m2, i8, u8,
+    /// i32, u32, i64, u64.
+    #[arg(long, short = 'd', value_delimiter = ',', default_value = "f32")]
+    pub dtype: Vec<String>,
+    /// Reduction (-o, as nccl-tests): sum, prod, max, min, avg.
+    #[arg(long, short = 'o', default_value = "sum")]
+    pub redop: String,
+    /// Root rank of broadcast and reduce (-r).
+    #[arg(long, short = 'r', default_value_t = 0)]
+    pub root: u32,
+    /// Timed batches per size; the median is reported with its spread.
+    #[arg(long, default_value_t = 5)]
+    pub samples: u32,
+    /// Out-of-place, in-place, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub placement: Placement,
+    /// Seconds a collective may take before every rank aborts (-T).
+    #[arg(long, short = 'T', default_value_t = 300)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Which backend runs the cases.
@@ -180,6 +240,7 @@ fn main() -> ExitCode {
         Command::Specs { name } => app::specs(name.as_deref()),
         Command::Run(args) => app::run(&args),
         Command::Gemm(args) => app::gemm(&args),
+        Command::Collectives(args) => collectives::run(&args),
         Command::Report { file } => app::report(&file),
     };
     match result {

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod case;
 pub mod env;
 pub mod gemm_shapes;
+pub mod numeric;
 pub mod presets;
 pub mod random;
 pub mod result;

@@ -713,7 +713,7 @@ fn attention_cases(a: &AttentionSweep) -> Result<Vec<Case>, String> {
     Ok(out)
 }
 
-fn collective_cases(c: &CollectiveSweep, ranks_default: u32) -> Result<Vec<Case>, String> {
+pub fn collective_cases(c: &CollectiveSweep, ranks_default: u32) -> Result<Vec<Case>, String> {
     let ops: Vec<CollectiveOp> = match &c.ops {
         None => vec![CollectiveOp::AllReduce],
         Some(ops) => ops

@@ -91,6 +91,8 @@ pub fn default_expectation(metric: &str) -> Option<Expectation> {
         "memory.h2d" | "memory.d2h" => (0.70, 0.55, "pinned copies over a healthy PCIe x16 link reach roughly 75-88% of the per-direction line rate (estimates: Gen4 ~24-26 of 32 GB/s, Gen5 ~50-57 of 64 GB/s); a link trained at lower width or generation lands at half or less"),
         "memory.bidir" => (0.65, 0.50, "both directions at once share the root complex and completion credits; ~70-85% of the bidirectional line rate is typical"),
         "memory.peer" => (0.75, 0.60, "NVLink 4 peer copies reach ~380 of 450 GB/s per direction (84%, p2pBandwidthLatencyTest on HGX H100)"),
+        "collective.all_reduce" => (0.70, 0.55, "8x H100 all_reduce reaches ~370 GB/s busbw with rings (82% of NVLink's 450 per direction) and ~480 with NVLS; 8x MI300X ~310-330 (nccl-tests#212, AMD's MI300X RCCL blog)"),
+        "collective.all_gather" | "collective.reduce_scatter" | "collective.alltoall" | "collective.broadcast" | "collective.reduce" | "collective.sendrecv" => (0.65, 0.50, "non-all_reduce collectives run at ring speed: ~370 of 450 GB/s per direction on 8x H100 (~80%, nccl-tests#212); a little lower is healthy"),
         "gemm.bf16" | "gemm.fp16" => (0.65, 0.55, "mamf-finder: NVIDIA Ampere/Hopper/Blackwell reach 77-87% of dense BF16 peak at the best shape"),
         "gemm.fp8" => (0.60, 0.50, "mamf-finder: NVIDIA reaches 71-78% of dense FP8 peak at the best shape"),
         "gemm.tf32" => (0.60, 0.50, "TF32 tensor-core GEMM runs at a similar fraction of peak as BF16, slightly lower"),
@@ -225,6 +227,48 @@ fn transfer_peak(spec: &Spec, op: MemoryOp) -> Result<Peak, String> {
     }
 }
 
+/// Messages below this size are latency-bound, so their bus bandwidth is not judged
+/// against a link's bandwidth (nccl-tests users read the large-message plateau).
+pub const COLLECTIVE_JUDGED_FROM: u64 = 256 << 20;
+
+/// The peak a collective's bus bandwidth is compared with: the GPU's scale-up link per
+/// direction (NVLink, xGMI), else PCIe per direction. busbw is defined (nccl-tests
+/// PERFORMANCE.md) to be comparable with that link bandwidth whatever the rank count.
+fn collective_peak(spec: &Spec, c: &crate::case::CollectiveCase) -> Result<Peak, String> {
+    if c.bytes < COLLECTIVE_JUDGED_FROM {
+        return Err(format!(
+            "a {} message is latency-bound; bus bandwidth is judged from {} up",
+            crate::size::format_size(c.bytes),
+            crate::size::format_size(COLLECTIVE_JUDGED_FROM)
+        ));
+    }
+    let i = &spec.interconnect;
+    if let Some(v) = &i.scale_up_per_direction_gb_s {
+        return Ok(Peak {
+            value: v.value,
+            unit: "GB/s".into(),
+            what: format!(
+                "{} bandwidth per direction of {}",
+                i.scale_up.as_deref().unwrap_or("scale-up link"),
+                spec.name
+            ),
+            source: v.source.clone(),
+        });
+    }
+    i.pcie_gb_s
+        .as_ref()
+        .map(|v| Peak {
+            value: v.value / 2.0,
+            unit: "GB/s".into(),
+            what: format!(
+                "PCIe bandwidth per direction of {} (no scale-up link listed)",
+                spec.name
+            ),
+            source: v.source.clone(),
+        })
+        .ok_or_else(|| format!("{} lists no interconnect bandwidth", spec.name))
+}
+
 /// Judges measurements of one device.
 pub struct Judge<'a> {
     pub device: &'a DeviceInfo,
@@ -350,9 +394,7 @@ impl<'a> Judge<'a> {
                     source: format!("{}; {}", bw.source, flops.source),
                 })
             }
-            Case::Collective(_) => {
-                Err("collective bandwidth is judged by the collectives runner".into())
-            }
+            Case::Collective(c) => collective_peak(spec, c),
         }
     }
 

@@ -10,6 +10,8 @@ pub mod attention_reference;
 pub mod cpu;
 pub mod gemm;
 pub mod memory;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 
 use pool::PinnedPool;

@@ -2,8 +2,8 @@
 //! GPU reads (f64, f32, f16, bf16, FP8 E4M3 / E5M2) and decoding them back exactly, so the
 //! host reference computes with precisely the values the tensor cores saw.
 
+use crate::case::Dtype;
 use half::{bf16, f16};
-use solbench_core::case::Dtype;
 
 /// Decodes an OCP FP8 E4M3 byte (bias 7, no infinities, S.1111.111 is NaN, max 448).
 pub fn e4m3_to_f64(b: u8) -> f64 {
