@@ -76,6 +76,7 @@ fn plan(args: &CollectivesArgs, ranks: u32) -> Result<Vec<CollectiveCase>, Strin
 /// The communicator of the chosen backend, and the device it is judged as.
 fn communicator(
     choice: BackendChoice,
+    timeout: std::time::Duration,
 ) -> Result<(Box<dyn Communicator>, DeviceInfo, &'static str), String> {
     let all = backends();
     let cuda_ok = all
@@ -94,9 +95,40 @@ fn communicator(
         if let Availability::Unavailable { reason } = cuda.availability() {
             return Err(format!("the cuda backend cannot run: {reason}"));
         }
-        return Err("NCCL collectives on the cuda backend are not wired into this build yet; use --backend host under mpirun".into());
+        return cuda_communicator(cuda.as_ref(), timeout);
     }
     host_communicator()
+}
+
+/// NCCL over the local GPUs (one process), or one rank of a launcher-started job.
+fn cuda_communicator(
+    cuda: &dyn solbench_core::backend::Backend,
+    timeout: std::time::Duration,
+) -> Result<(Box<dyn Communicator>, DeviceInfo, &'static str), String> {
+    use solbench_cuda::nccl_world::NcclWorld;
+    use solbench_nccl::{Flavor, Nccl};
+    let devices = cuda.devices()?;
+    let first = devices
+        .first()
+        .cloned()
+        .ok_or("the cuda backend lists no GPU")?;
+    let nccl = Nccl::load(Flavor::Nccl)?;
+    if let Some(job) = crate::launch::detect_job()? {
+        let ordinal = job.local_rank % devices.len();
+        let coordinator = crate::launch::coordinator(&job, timeout)?;
+        let world = NcclWorld::one_rank(
+            nccl,
+            ordinal,
+            job.rank,
+            job.world_size,
+            coordinator,
+            timeout,
+        )?;
+        return Ok((Box::new(world), devices[ordinal].clone(), "cuda"));
+    }
+    let ordinals: Vec<usize> = (0..devices.len()).collect();
+    let world = NcclWorld::all_local(nccl, &ordinals, timeout)?;
+    Ok((Box::new(world), first, "cuda"))
 }
 
 #[cfg(feature = "mpi")]
@@ -251,7 +283,10 @@ pub fn run(args: &CollectivesArgs) -> Result<u8, String> {
     }
     // Validate the flags before touching any library (ranks checked again below).
     plan(args, u32::MAX)?;
-    let (mut comm, device, backend) = communicator(args.common.backend)?;
+    let (mut comm, device, backend) = communicator(
+        args.common.backend,
+        std::time::Duration::from_secs(args.timeout.max(1)),
+    )?;
     let ranks = comm.world_size() as u32;
     let cases = plan(args, ranks)?;
     let settings = Settings {

@@ -2,6 +2,7 @@
 
 mod app;
 mod collectives;
+mod launch;
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }

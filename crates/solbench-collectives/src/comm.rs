@@ -86,3 +86,51 @@ pub trait Communicator {
     /// Whether this process reports (rank 0's process).
     fn is_root_process(&self) -> bool;
 }
+
+/// Host-side coordination between the processes of one job: what a GPU library's
+/// communicator needs besides the collectives themselves (MPI has its own; NCCL gets one
+/// from the launcher's TCP rendezvous, or [`Alone`] for a single process).
+pub trait Coordinator {
+    /// Processes in the job.
+    fn processes(&self) -> usize;
+    /// This process's index (0 = the one that reports).
+    fn process(&self) -> usize;
+    fn barrier(&mut self) -> Result<(), String>;
+    fn sum_u64(&mut self, v: u64) -> Result<u64, String>;
+    /// Every process's bytes at process 0 (in process order); `None` elsewhere.
+    fn gather(&mut self, bytes: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, String>;
+    /// Process 0's bytes everywhere (how the NCCL unique id travels).
+    fn broadcast(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// Tells every other process this one failed, so they stop waiting for it.
+    fn abort(&mut self, reason: &str);
+    /// A failure another process reported (or its death), noticed in the background, so a
+    /// wait on the GPU can give up early instead of running into its deadline.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The coordinator of a job of one process.
+pub struct Alone;
+
+impl Coordinator for Alone {
+    fn processes(&self) -> usize {
+        1
+    }
+    fn process(&self) -> usize {
+        0
+    }
+    fn barrier(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn sum_u64(&mut self, v: u64) -> Result<u64, String> {
+        Ok(v)
+    }
+    fn gather(&mut self, bytes: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, String> {
+        Ok(Some(vec![bytes]))
+    }
+    fn broadcast(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(bytes)
+    }
+    fn abort(&mut self, _reason: &str) {}
+}

@@ -347,6 +347,9 @@ impl Device for CudaDevice {
         match case {
             Case::Memory(m) => crate::memory::prepare(self, m),
             Case::Gemm(g) => Ok(Box::new(crate::gemm::prepare(self, g)?)),
+            Case::Collective(_) => Err(PrepareError::Unsupported(
+                "collectives need every rank at once, so they run through `solbench collectives` (NCCL over all local GPUs, or one process per GPU under mpirun/srun/torchrun), not `solbench run`".into(),
+            )),
             other => Err(PrepareError::Unsupported(format!(
                 "the CUDA backend does not run {} cases yet",
                 other.family()

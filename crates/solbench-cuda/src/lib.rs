@@ -15,6 +15,7 @@ pub mod gemm_rules;
 pub mod gpu;
 pub mod launch;
 pub mod memory;
+pub mod nccl_world;
 pub use solbench_core::numeric;
 pub mod pattern;
 pub mod probe;

@@ -2,8 +2,8 @@
 //!
 //! It runs every family for real on the host (memory bandwidth across the cache
 //! hierarchy, GEMM, attention), and its reference implementations are the oracle GPU
-//! results are checked against. Collectives on the host arrive with MPI support; until
-//! then they are reported as skipped with that reason.
+//! results are checked against. Host collectives run across processes through MPI (the
+//! `mpi` feature, module `mpi`), driven by `solbench collectives`, not by `run`.
 
 pub mod attention;
 pub mod attention_reference;
@@ -103,7 +103,7 @@ impl Device for HostDevice {
             Case::Gemm(g) => Ok(Box::new(gemm::GemmWorkload::prepare(g, self.pool.clone())?)),
             Case::Attention(a) => Ok(Box::new(attention::AttentionWorkload::prepare(a, self.pool.clone())?)),
             Case::Collective(_) => Err(PrepareError::Unsupported(
-                "the host backend has no collectives yet (host collectives through MPI are planned); run them on a GPU backend".into(),
+                "collectives need every rank at once, so they run through `solbench collectives` (host: `mpirun -np N solbench collectives --backend host`, built with --features mpi), not `solbench run`".into(),
             )),
         }
     }
