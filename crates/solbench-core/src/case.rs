@@ -511,7 +511,7 @@ impl AttentionCase {
                 return Err(format!("attention {name} must be at least 1"));
             }
         }
-        if self.q_heads % self.kv_heads != 0 {
+        if !self.q_heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "attention q_heads ({}) must be a multiple of kv_heads ({})",
                 self.q_heads, self.kv_heads

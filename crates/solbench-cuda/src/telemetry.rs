@@ -646,7 +646,7 @@ fn on_off(enabled: bool) -> String {
 
 /// Milliwatts as watts, without a fraction when there is none (`700`, `312.5`).
 fn milliwatts_text(mw: u32) -> String {
-    if mw % 1000 == 0 {
+    if mw.is_multiple_of(1000) {
         (mw / 1000).to_string()
     } else {
         format!("{}", f64::from(mw) / 1000.0)

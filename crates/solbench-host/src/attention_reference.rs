@@ -115,7 +115,7 @@ impl AttentionShape {
                 return Err(format!("attention shape: {name} must be at least 1, got 0"));
             }
         }
-        if self.q_heads % self.kv_heads != 0 {
+        if !self.q_heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "attention shape: q_heads ({}) must be a multiple of kv_heads ({})",
                 self.q_heads, self.kv_heads
@@ -319,7 +319,7 @@ impl PagedKv<'_> {
         }
         let k_page = self.page_size * shape.kv_heads * shape.head_dim_qk;
         let v_page = self.page_size * shape.kv_heads * shape.head_dim_v;
-        if self.k_pages.len() % k_page != 0 {
+        if !self.k_pages.len().is_multiple_of(k_page) {
             return Err(format!(
                 "k_pages has {} elements, which is not a whole number of pages of {} (page_size {} × kv_heads {} × head_dim_qk {})",
                 self.k_pages.len(),
@@ -1056,7 +1056,7 @@ pub fn mla_value_pages_from_latent(
     check_mla_dims(shape);
     let page = page_size * shape.kv_heads * shape.head_dim_qk;
     assert!(
-        page > 0 && k_pages.len() % page == 0,
+        page > 0 && k_pages.len().is_multiple_of(page),
         "k_pages has {} elements, which is not a whole number of pages of {} (page_size {} × kv_heads {} × head_dim_qk {})",
         k_pages.len(),
         page,
