@@ -347,6 +347,12 @@ impl Device for CudaDevice {
         match case {
             Case::Memory(m) => crate::memory::prepare(self, m),
             Case::Gemm(g) => Ok(Box::new(crate::gemm::prepare(self, g)?)),
+            Case::Attention(a) if a.phase == solbench_core::case::AttentionPhase::Decode => {
+                crate::attention::prepare(self, a)
+            }
+            Case::Attention(a) if a.phase == solbench_core::case::AttentionPhase::Prefill => {
+                crate::attention_prefill::prepare(self, a)
+            }
             Case::Collective(_) => Err(PrepareError::Unsupported(
                 "collectives need every rank at once, so they run through `solbench collectives` (NCCL over all local GPUs, or one process per GPU under mpirun/srun/torchrun), not `solbench run`".into(),
             )),

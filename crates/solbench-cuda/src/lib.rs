@@ -7,6 +7,10 @@
 //! [`device`] (the `Backend`/`Device` of solbench-core) → workloads ([`memory`]).
 //! [`launch`] and [`pattern`] are pure and unit-tested without a GPU.
 
+pub mod attention;
+pub mod attention_launch;
+pub mod attention_prefill;
+pub mod attention_prefill_launch;
 pub mod compile;
 pub mod cublaslt;
 pub mod device;

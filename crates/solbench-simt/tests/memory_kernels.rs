@@ -348,6 +348,26 @@ const COVERED: &[&str] = &[
     "sb_fill_f64",
     "sb_fill_f32",
     "sb_wait_flag",
+    // kernels/attention_decode.cu: tests/attention_decode.rs.
+    "sb_attn_decode_bf16_d64",
+    "sb_attn_decode_bf16_d128",
+    "sb_attn_decode_bf16_d256",
+    "sb_attn_decode_f16_d64",
+    "sb_attn_decode_f16_d128",
+    "sb_attn_decode_f16_d256",
+    "sb_attn_decode_mla_bf16_h16",
+    "sb_attn_decode_mla_f16_h16",
+    "sb_attn_decode_mla_bf16_h64",
+    "sb_attn_decode_mla_f16_h64",
+    "sb_attn_combine_bf16",
+    "sb_attn_combine_f16",
+    // kernels/attention_prefill.cu: tests/attention_prefill.rs.
+    "sb_attn_prefill_bf16_64x64",
+    "sb_attn_prefill_f16_64x64",
+    "sb_attn_prefill_bf16_128x128",
+    "sb_attn_prefill_f16_128x128",
+    "sb_attn_prefill_bf16_192x128",
+    "sb_attn_prefill_f16_192x128",
 ];
 
 #[test]
