@@ -359,3 +359,46 @@ fn gemm_command_runs_on_the_host_and_rejects_bad_flags() {
     assert!(text.contains("SKIPPED"), "{text}");
     assert!(text.contains("128x48x40 (search)"), "{text}");
 }
+
+#[test]
+fn collectives_command_rejects_bad_flags_before_touching_a_library() {
+    assert_bad_input(
+        &["collectives", "--op", "allgatherv"],
+        "--op: 'allgatherv' is not",
+    );
+    assert_bad_input(
+        &["collectives", "-b", "4Q"],
+        "--min-bytes: '4Q' is not a size",
+    );
+    assert_bad_input(&["collectives", "-b", "1G", "-e", "1M"], "--max-bytes");
+    assert_bad_input(
+        &["collectives", "-o", "avgx"],
+        "--redop: 'avgx' is not a reduction",
+    );
+    assert_bad_input(
+        &["collectives", "-d", "f33"],
+        "--dtype: 'f33' is not a data type",
+    );
+    assert_bad_input(
+        &["collectives", "-n", "0"],
+        "--iters and --samples must be at least 1",
+    );
+    assert_bad_input(
+        &["collectives", "-f", "1"],
+        "--step-factor: must be greater than 1",
+    );
+    // No GPU driver and (in the default build) no MPI: one sentence each, exit 2.
+    let list = String::from_utf8_lossy(&solbench(&["list"]).stdout).into_owned();
+    let cuda_missing = list
+        .lines()
+        .any(|l| l.trim_start().starts_with("cuda ") && l.contains("unavailable"));
+    if cuda_missing {
+        assert_bad_input(
+            &["collectives", "--backend", "cuda"],
+            "the cuda backend cannot run",
+        );
+    }
+    if !cfg!(feature = "mpi") {
+        assert_bad_input(&["collectives", "--backend", "host"], "built without it");
+    }
+}
