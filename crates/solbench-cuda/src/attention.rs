@@ -15,8 +15,8 @@
 
 use crate::attention_launch::{self as plan, DecodeLaunch, DecodeProblem};
 use crate::device::CudaDevice;
-use crate::gpu::{check, cuda_err, BatchTimer, DeviceBuffer};
-use cudarc::driver::{sys, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use crate::gpu::{allow_shared_memory, cuda_err, failed, BatchTimer, DeviceBuffer};
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use serde_json::json;
@@ -42,10 +42,6 @@ const UPLOAD_CHUNK: usize = 64 << 20;
 /// The 16-bit pattern stored in page slots past a sequence's last token: NaN in bf16 and
 /// f16, so a kernel that reads a slot it must not see produces NaN and fails the check.
 pub const PAD_BITS: u16 = 0xFFFF;
-
-fn failed(e: String) -> PrepareError {
-    PrepareError::Failed(e)
-}
 
 fn unsupported(e: String) -> PrepareError {
     PrepareError::Unsupported(e)
@@ -108,7 +104,7 @@ pub fn decode(bits: &[u16], dtype: Dtype) -> Vec<f32> {
     }
 }
 
-fn to_le_bytes(bits: &[u16]) -> Vec<u8> {
+pub(crate) fn to_le_bytes(bits: &[u16]) -> Vec<u8> {
     bits.iter().flat_map(|b| b.to_le_bytes()).collect()
 }
 
@@ -443,16 +439,7 @@ impl DecodeWorkload {
         let module = dev.kernels("attention_decode.cu").map_err(failed)?;
         let split_fn = module.function(&split_name).map_err(failed)?;
         let smem = kernel.shared_bytes();
-        // Above 48 KiB of dynamic shared memory a kernel must opt in.
-        // SAFETY: a valid function handle and attribute.
-        check("raising the decode kernel's shared-memory limit", unsafe {
-            sys::cuFuncSetAttribute(
-                split_fn.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        })
-        .map_err(failed)?;
+        allow_shared_memory(&split_fn, smem).map_err(failed)?;
         let blocks_per_sm = split_fn
             .occupancy_max_active_blocks_per_multiprocessor(kernel.threads, smem as usize, None)
             .map_err(|e| failed(format!("occupancy query failed: {e}")))?;
@@ -628,11 +615,11 @@ impl DecodeWorkload {
     }
 
     fn poison_outputs(&self) -> Result<(), String> {
-        poison(&self.o)?;
-        poison(&self.lse)?;
+        self.o.poison()?;
+        self.lse.poison()?;
         if let Some((po, pl)) = &self.partials {
-            poison(po)?;
-            poison(pl)?;
+            po.poison()?;
+            pl.poison()?;
         }
         Ok(())
     }
@@ -729,22 +716,6 @@ impl DecodeWorkload {
                 .collect(),
         })
     }
-}
-
-/// Every byte 0xFF: NaN in f32, bf16 and f16, so an output the kernels never write cannot
-/// pass a check by holding an earlier run's values.
-fn poison(buf: &DeviceBuffer) -> Result<(), String> {
-    buf.context()
-        .bind_to_thread()
-        .map_err(cuda_err("binding the CUDA context"))?;
-    // SAFETY: buf.bytes() live bytes in the bound context.
-    check("poisoning an attention output", unsafe {
-        sys::cuMemsetD8_v2(buf.ptr(), 0xFF, buf.bytes())
-    })?;
-    // The memset runs on the legacy stream, which our non-blocking streams do not wait for.
-    buf.context()
-        .synchronize()
-        .map_err(cuda_err("waiting for the poison memset"))
 }
 
 /// Generates `tensor` chunk by chunk and writes it into `buf` in its storage layout.

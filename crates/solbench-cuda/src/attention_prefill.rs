@@ -15,9 +15,8 @@
 
 use crate::attention_prefill_launch::{self as plan, PrefillDevice, PrefillLaunch};
 use crate::device::CudaDevice;
-use crate::gpu::{check, cuda_err, BatchTimer, DeviceBuffer};
-use cudarc::driver::{sys, CudaFunction, LaunchConfig, PushKernelArg};
-use half::{bf16, f16};
+use crate::gpu::{allow_shared_memory, cuda_err, failed, BatchTimer, DeviceBuffer};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 use serde_json::json;
 use solbench_core::backend::{Check, Notes, PrepareError, RunError, Workload};
@@ -43,10 +42,6 @@ const EDGE_ROWS: usize = 129;
 const MIDDLE_ROWS: usize = 128;
 /// Prompts up to this many rows are checked on every row.
 const ALL_ROWS_UP_TO: usize = 1024;
-
-fn failed(e: String) -> PrepareError {
-    PrepareError::Failed(e)
-}
 
 // ------------------------------------------------------------------------- pure parts
 
@@ -103,36 +98,12 @@ pub fn inputs(case: &AttentionCase) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (q, k, v)
 }
 
-/// The 16-bit patterns of `values` (already representable, so this is exact) in `dtype`.
-pub fn encode(values: &[f32], dtype: Dtype) -> Vec<u16> {
-    match dtype {
-        Dtype::F16 => values.iter().map(|&x| f16::from_f32(x).to_bits()).collect(),
-        _ => values
-            .iter()
-            .map(|&x| bf16::from_f32(x).to_bits())
-            .collect(),
-    }
-}
+/// Decode's 16-bit encodings (one definition for both attention workloads).
+pub use crate::attention::{decode, encode};
 
 /// `values` in `dtype`, as the little-endian bytes a device buffer holds.
 pub fn encode_bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(2 * values.len());
-    for &x in values {
-        let bits = match dtype {
-            Dtype::F16 => f16::from_f32(x).to_bits(),
-            _ => bf16::from_f32(x).to_bits(),
-        };
-        bytes.extend_from_slice(&bits.to_le_bytes());
-    }
-    bytes
-}
-
-/// f32 values of 16-bit patterns in `dtype`.
-pub fn decode(bits: &[u16], dtype: Dtype) -> Vec<f32> {
-    match dtype {
-        Dtype::F16 => bits.iter().map(|&b| f16::from_bits(b).to_f32()).collect(),
-        _ => bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect(),
-    }
+    crate::attention::to_le_bytes(&encode(values, dtype))
 }
 
 /// The outputs a check compares: every `rows` row of every (batch, head) pair.
@@ -490,17 +461,7 @@ impl PrefillWorkload {
         let kernels = dev.kernels("attention_prefill.cu").map_err(failed)?;
         let timer = BatchTimer::new(&dev.ctx, &util).map_err(failed)?;
         let func = kernels.function(launch.kernel).map_err(failed)?;
-        // Above 48 KiB of dynamic shared memory a kernel must opt in; setting it below is
-        // harmless, so always set it to exactly what the launch uses.
-        // SAFETY: a valid function handle and attribute.
-        check("raising the kernel's shared-memory limit", unsafe {
-            sys::cuFuncSetAttribute(
-                func.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                launch.shared_bytes as i32,
-            )
-        })
-        .map_err(failed)?;
+        allow_shared_memory(&func, launch.shared_bytes as u32).map_err(failed)?;
         let blocks_per_sm = func
             .occupancy_max_active_blocks_per_multiprocessor(
                 launch.block,
@@ -533,8 +494,8 @@ impl PrefillWorkload {
         drop((q, k, v));
         let o = DeviceBuffer::new(&dev.ctx, 2 * shape.o_elems()).map_err(failed)?;
         let lse = DeviceBuffer::new(&dev.ctx, 4 * shape.lse_elems()).map_err(failed)?;
-        poison(&o).map_err(failed)?;
-        poison(&lse).map_err(failed)?;
+        o.poison().map_err(failed)?;
+        lse.poison().map_err(failed)?;
         Ok(PrefillWorkload {
             case: case.clone(),
             shape,
@@ -625,22 +586,6 @@ impl PrefillWorkload {
     }
 }
 
-/// Sets every byte to 0xFF: NaN in bf16, f16 and f32, so an output the kernel never writes
-/// cannot pass a check by holding an earlier run's values.
-fn poison(buf: &DeviceBuffer) -> Result<(), String> {
-    buf.context()
-        .bind_to_thread()
-        .map_err(cuda_err("binding the CUDA context"))?;
-    // SAFETY: buf.bytes() live bytes in the bound context.
-    check("poisoning an output buffer", unsafe {
-        sys::cuMemsetD8_v2(buf.ptr(), 0xFF, buf.bytes())
-    })?;
-    // The memset runs on the legacy stream, which our non-blocking streams do not wait for.
-    buf.context()
-        .synchronize()
-        .map_err(cuda_err("waiting for the poison memset"))
-}
-
 impl Workload for PrefillWorkload {
     fn work(&self) -> Work {
         attention_work(&self.case)
@@ -657,8 +602,8 @@ impl Workload for PrefillWorkload {
         if check.passed {
             // Every run writes the same O and LSE: poison them again so the next check
             // proves the runs since this one really wrote them.
-            poison(&self.o).map_err(RunError)?;
-            poison(&self.lse).map_err(RunError)?;
+            self.o.poison().map_err(RunError)?;
+            self.lse.poison().map_err(RunError)?;
         }
         Ok(check)
     }
@@ -717,6 +662,7 @@ impl Workload for PrefillWorkload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::bf16;
 
     fn gqa(q_len: usize, kv_len: usize, causal: bool) -> AttentionShape {
         AttentionShape {

@@ -6,7 +6,7 @@
 use crate::cublaslt::{Algorithm, Handle, Matmul};
 use crate::device::CudaDevice;
 use crate::gemm_rules::{self, Compute, GemmPlan};
-use crate::gpu::{check, cuda_err, BatchTimer, DeviceBuffer};
+use crate::gpu::{check, cuda_err, failed, BatchTimer, DeviceBuffer};
 use crate::numeric;
 use crate::pattern::random_bits;
 use rayon::prelude::*;
@@ -29,10 +29,6 @@ const REFERENCE_BUDGET: u64 = 2_000_000_000;
 const CHECK_ALL_BELOW: u64 = 1 << 16;
 const SEED_A: u64 = 0xA11CE;
 const SEED_B: u64 = 0xB0B;
-
-fn failed(e: String) -> PrepareError {
-    PrepareError::Failed(e)
-}
 
 /// Host copies of the inputs (exactly the stored bytes) for the reference.
 struct Inputs {
@@ -137,7 +133,7 @@ pub fn prepare(dev: &CudaDevice, case: &GemmCase) -> Result<GemmWorkload, Prepar
         sets.push((a, b));
     }
     let d = DeviceBuffer::new(&dev.ctx, d_bytes as usize).map_err(failed)?;
-    poison(&d).map_err(failed)?;
+    d.poison().map_err(failed)?;
     let workspace = DeviceBuffer::new(&dev.ctx, ws_bytes as usize).map_err(failed)?;
     let scales = if plan.fp8 {
         let s = DeviceBuffer::new(&dev.ctx, 8).map_err(failed)?;
@@ -239,7 +235,7 @@ pub fn prepare(dev: &CudaDevice, case: &GemmCase) -> Result<GemmWorkload, Prepar
         );
         n.insert("fast_accum".into(), json!(w.plan.fast_accum));
     }
-    poison(&w.d).map_err(failed)?;
+    w.d.poison().map_err(failed)?;
     Ok(w)
 }
 
@@ -251,19 +247,6 @@ fn copy_device(dst: &DeviceBuffer, src: &DeviceBuffer) -> Result<(), String> {
     dst.context()
         .synchronize()
         .map_err(cuda_err("waiting for a device copy"))
-}
-
-fn poison(buf: &DeviceBuffer) -> Result<(), String> {
-    buf.context()
-        .bind_to_thread()
-        .map_err(cuda_err("binding the CUDA context"))?;
-    // SAFETY: live bytes in the bound context.
-    check("poisoning D", unsafe {
-        cudarc::driver::sys::cuMemsetD8_v2(buf.ptr(), 0xFF, buf.bytes())
-    })?;
-    buf.context()
-        .synchronize()
-        .map_err(cuda_err("waiting for the poison memset"))
 }
 
 /// Unit roundoffs (accumulation, per-product input rounding, output) of a plan: the
@@ -405,7 +388,7 @@ impl Workload for GemmWorkload {
             }
         }
         if bad == 0 {
-            poison(&self.d).map_err(RunError)?; // the next check must see the timed runs' D
+            self.d.poison().map_err(RunError)?; // the next check must see the timed runs' D
         }
         let all = cols.len() as u64 == n;
         Ok(Check {

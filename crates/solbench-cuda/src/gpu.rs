@@ -18,6 +18,24 @@ pub fn cuda_err(what: &str) -> impl Fn(DriverError) -> String + '_ {
     move |e| format!("{what} failed: {e}")
 }
 
+/// A preparation step that should have worked and did not (recorded as ERROR, not SKIPPED).
+pub fn failed(e: String) -> solbench_core::backend::PrepareError {
+    solbench_core::backend::PrepareError::Failed(e)
+}
+
+/// Lets `func` use `bytes` of dynamic shared memory: above 48 KiB a kernel must opt in, and
+/// setting it below is harmless, so workloads always set exactly what their launch uses.
+pub fn allow_shared_memory(func: &CudaFunction, bytes: u32) -> Result<(), String> {
+    // SAFETY: a valid function handle and attribute.
+    check("raising the kernel's shared-memory limit", unsafe {
+        sys::cuFuncSetAttribute(
+            func.cu_function(),
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+    })
+}
+
 /// Runs a raw driver call and names it on failure.
 pub fn check(what: &str, r: sys::CUresult) -> Result<(), String> {
     r.result().map_err(cuda_err(what))
@@ -103,6 +121,23 @@ impl DeviceBuffer {
         self.ctx
             .synchronize()
             .map_err(cuda_err("waiting for the copy to the device"))
+    }
+
+    /// Sets every byte to 0xFF (NaN in every float type, the largest value of unsigned
+    /// integers), so an output a kernel never writes cannot pass a check by holding stale or
+    /// zeroed memory. Waits for the memset: it runs on the legacy stream, which our
+    /// non-blocking streams do not wait for, so it could otherwise land after the kernel.
+    pub fn poison(&self) -> Result<(), String> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the CUDA context"))?;
+        // SAFETY: self.bytes live bytes in the bound context.
+        check("poisoning an output buffer", unsafe {
+            sys::cuMemsetD8_v2(self.ptr, 0xFF, self.bytes)
+        })?;
+        self.ctx
+            .synchronize()
+            .map_err(cuda_err("waiting for the poison memset"))
     }
 
     /// Reads the whole buffer in chunks of at most `chunk` bytes, handing each chunk and its

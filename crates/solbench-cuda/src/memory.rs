@@ -5,7 +5,9 @@
 //! measure them and verified element by element after copying the results back.
 
 use crate::device::CudaDevice;
-use crate::gpu::{check, cuda_err, BatchTimer, DeviceBuffer, Kernels, PinnedBuffer};
+use crate::gpu::{
+    allow_shared_memory, check, cuda_err, failed, BatchTimer, DeviceBuffer, Kernels, PinnedBuffer,
+};
 use crate::launch::{self, Launch1d};
 use crate::pattern::{self, Comparison, Element};
 use crate::probe;
@@ -28,10 +30,6 @@ const SEED_A: u64 = 0x5EED_0001;
 const SEED_B: u64 = 0x5EED_0002;
 const SEED_C: u64 = 0x5EED_0003;
 const SEED_POISON: u64 = 0xDEAD_BEEF;
-
-fn failed(e: String) -> PrepareError {
-    PrepareError::Failed(e)
-}
 
 pub fn prepare<'a>(
     dev: &'a CudaDevice,
@@ -97,24 +95,6 @@ fn config(l: Launch1d) -> LaunchConfig {
         block_dim: (l.block, 1, 1),
         shared_mem_bytes: l.shared_bytes,
     }
-}
-
-/// Sets every byte to 0xFF (NaN as f64 or f32, 2^32-1 as u32), so an output the kernel
-/// never writes cannot pass verification by holding stale or zeroed memory.
-fn poison(buf: &DeviceBuffer) -> Result<(), String> {
-    buf.context()
-        .bind_to_thread()
-        .map_err(cuda_err("binding the CUDA context"))?;
-    // SAFETY: buf.bytes() live bytes in the bound context.
-    check("poisoning an output buffer", unsafe {
-        sys::cuMemsetD8_v2(buf.ptr(), 0xFF, buf.bytes())
-    })?;
-    // A "synchronous" memset of device memory may return before it completes, and it runs
-    // on the legacy stream, which our non-blocking streams do not wait for: finish it here
-    // so it cannot land after the kernel that writes the buffer.
-    buf.context()
-        .synchronize()
-        .map_err(cuda_err("waiting for the poison memset"))
 }
 
 /// Fills `buf` (elements of T) on the device with `sb_fill_T(seed)` and waits.
@@ -278,7 +258,7 @@ impl<T: GpuElement> Workload for Streaming<'_, T> {
         if check.passed {
             // Every operation writes the same output on every run: poison it again so the
             // next check proves the runs since this one really wrote it.
-            poison(self.output()).map_err(RunError)?;
+            self.output().poison().map_err(RunError)?;
         }
         Ok(check)
     }
@@ -418,16 +398,7 @@ impl SharedMemory {
         let timer = BatchTimer::new(&dev.ctx, &util).map_err(failed)?;
         let func = kernels.function("sb_smem_bw").map_err(failed)?;
         let probe_launch = launch::shared_memory(per_sm, dev.sm_count(), 1);
-        // Above 48 KiB of dynamic shared memory a kernel must opt in.
-        // SAFETY: a valid function handle and attribute.
-        check("raising the kernel's shared-memory limit", unsafe {
-            sys::cuFuncSetAttribute(
-                func.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                probe_launch.shared_bytes as i32,
-            )
-        })
-        .map_err(failed)?;
+        allow_shared_memory(&func, probe_launch.shared_bytes).map_err(failed)?;
         let blocks_per_sm = func
             .occupancy_max_active_blocks_per_multiprocessor(
                 probe_launch.block,
@@ -444,7 +415,7 @@ impl SharedMemory {
         }
         let l = launch::shared_memory(per_sm, dev.sm_count(), blocks_per_sm);
         let out = DeviceBuffer::new(&dev.ctx, l.grid as usize * 4).map_err(failed)?;
-        poison(&out).map_err(failed)?;
+        out.poison().map_err(failed)?;
         let theoretical = dev
             .info
             .properties
@@ -507,7 +478,7 @@ impl Workload for SharedMemory {
             }
         }
         if bad == 0 {
-            poison(&self.out).map_err(RunError)?; // the next check must see new sums
+            self.out.poison().map_err(RunError)?; // the next check must see new sums
         }
         Ok(Check {
             passed: bad == 0,
@@ -684,7 +655,7 @@ impl<T: GpuElement> Transfer<T> {
         };
         let dev_dst = |ctx: &Arc<CudaContext>| -> Result<Side, String> {
             let b = DeviceBuffer::new(ctx, bytes)?;
-            poison(&b)?;
+            b.poison()?;
             Ok(Side::Device(b))
         };
         let host = |random: bool| -> Result<(Side, bool), String> {
@@ -865,7 +836,7 @@ impl<T: GpuElement> Workload for Transfer<T> {
             // Poison the destinations again so the next check proves the timed copies.
             for c in &mut self.copies {
                 match &mut c.dst {
-                    Side::Device(d) => poison(d).map_err(RunError)?,
+                    Side::Device(d) => d.poison().map_err(RunError)?,
                     Side::Host(h) => h.as_mut_slice().fill(0xFF),
                 }
             }

@@ -334,7 +334,6 @@ mod tests {
 
     #[test]
     fn peer_results_form_a_matrix() {
-        use solbench_core::result::Measurement;
         let mut rows = Vec::new();
         for (dev, dst, value) in [
             (0, 1, Some(380.5)),
@@ -358,25 +357,7 @@ mod tests {
                 dtype: Dtype::F64,
                 peer: Some(dst),
             });
-            r.measurement = value.map(|v| Measurement {
-                headline: solbench_core::work::Headline::Bandwidth,
-                value: v,
-                best: v,
-                unit: "GB/s".into(),
-                stats: solbench_core::stats::Stats {
-                    samples: 3,
-                    iters_per_sample: 1,
-                    median_s: 1.0,
-                    min_s: 1.0,
-                    max_s: 1.0,
-                    p99_s: 1.0,
-                    mean_s: 1.0,
-                    cov: 0.0,
-                },
-                gb_per_s: v,
-                tflop_per_s: 0.0,
-                algbw: None,
-            });
+            r.measurement = value.map(|v| measurement(v, "GB/s"));
             rows.push(r);
         }
         assert!(render_peer_matrix(&rows[..0]).is_none());
